@@ -1,0 +1,88 @@
+/* alloc.c — allocation wrappers with a failure-injection counter for torture tests. */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "barrel/alloc.h"
+
+static atomic_long fail_after = -1; /* <0: never fail */
+static atomic_long count;
+
+static int should_fail(void)
+{
+    atomic_fetch_add(&count, 1);
+    long f = atomic_load(&fail_after);
+    if (f < 0)
+        return 0;
+    if (f == 0)
+        return 1;
+    atomic_fetch_sub(&fail_after, 1);
+    return 0;
+}
+
+void br_alloc_fail_after(long n)
+{
+    atomic_store(&count, 0);
+    atomic_store(&fail_after, n);
+}
+
+long br_alloc_count(void)
+{
+    return atomic_load(&count);
+}
+
+void *br_malloc(size_t n)
+{
+    if (should_fail())
+        return NULL;
+    return malloc(n ? n : 1);
+}
+
+void *br_calloc(size_t count_, size_t n)
+{
+    if (n && count_ > SIZE_MAX / n)
+        return NULL;
+    if (should_fail())
+        return NULL;
+    if (count_ == 0 || n == 0) /* a zero-size request gets a unique, freeable pointer */
+        return calloc(1, 1);
+    return calloc(count_, n);
+}
+
+void *br_realloc(void *p, size_t n)
+{
+    if (should_fail())
+        return NULL;
+    return realloc(p, n ? n : 1);
+}
+
+void br_free(void *p)
+{
+    free(p);
+}
+
+char *br_strndup(const char *s, size_t n)
+{
+    if (n == SIZE_MAX) /* n + 1 would wrap to 0 */
+        return NULL;
+    char *d = br_malloc(n + 1);
+    if (!d)
+        return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *br_strdup(const char *s)
+{
+    return br_strndup(s, strlen(s));
+}
+
+void *br_memdup(const void *p, size_t n)
+{
+    void *d = br_malloc(n);
+    if (d && n)
+        memcpy(d, p, n);
+    return d;
+}

@@ -1,0 +1,1220 @@
+/* docs.c — document writes and reads: the write path (interactive and replicated revisions,
+ * bulk batches, conflict resolution), get / open_revs, revsdiff and all_docs.
+ *
+ * A write batch runs under the database's writer mutex: it loads each touched document's record
+ * (once, even if the batch touches it several times), applies the edits to the in-memory tree,
+ * then stamps every changed document with a fresh HLC and commits one RocksDB WriteBatch holding
+ * the records, the change entries (old ones removed), blob references and the digest. Because the
+ * HLC is taken and the batch committed under the same mutex, the changes feed of a database is
+ * always committed in HLC order, so a follower reading `since` never skips a change. The fsync
+ * (sync=full) happens after the mutex is released and is shared by concurrent writers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "barrel/alloc.h"
+#include "barrel/att.h"
+#include "barrel/cbor.h"
+#include "barrel/log.h"
+#include "store_int.h"
+
+static const uint8_t EMPTY_MAP[1] = {0xa0};
+
+bool store_docid_valid(const char *id, size_t len)
+{
+    if (len == 0 || len > BR_DOCID_MAX || memchr(id, 0, len))
+        return false;
+    if (id[0] == '_') {
+        if (len > 8 && memcmp(id, "_design/", 8) == 0)
+            goto utf8;
+        return false;
+    }
+utf8:;
+    /* Well-formed UTF-8 (no overlongs, no surrogates). */
+    const uint8_t *p = (const uint8_t *)id, *end = p + len;
+    while (p < end) {
+        uint8_t c = *p;
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 1;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if ((size_t)(end - p) <= n)
+            return false;
+        for (size_t i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        p += n + 1;
+    }
+    return true;
+}
+
+/* XXH3-128 of (docid, 0, rev text), XORed into acc: the set hash of Decisions (DESIGN). */
+static void set_hash_xor(uint8_t acc[16], const char *id, size_t id_len, const struct br_rev *r)
+{
+    char rev[BR_REV_TEXT_MAX];
+    size_t rl = br_rev_format(r, rev);
+    XXH3_state_t st;
+    XXH3_128bits_reset(&st);
+    XXH3_128bits_update(&st, id, id_len);
+    XXH3_128bits_update(&st, "", 1);
+    XXH3_128bits_update(&st, rev, rl);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(&st));
+    for (int i = 0; i < 16; i++)
+        acc[i] ^= c.digest[i];
+}
+
+static void tree_set_hash(uint8_t acc[16], const char *id, size_t id_len, const br_revtree *t)
+{
+    for (uint32_t i = 0; i < t->n; i++)
+        if (t->nodes[i].leaf)
+            set_hash_xor(acc, id, id_len, &t->nodes[i].rev);
+}
+
+/* ---- the write context ---- */
+
+struct wdoc {
+    char *id;
+    size_t id_len;
+    uint64_t hash;
+    struct docrec rec;
+    uint8_t *raw; /* the stored record bytes rec borrows bodies from (rocksdb_free) */
+    bool existed;
+    struct br_hlc old_seq;
+    bool dirty;
+};
+
+struct wctx {
+    struct br_db *db;
+    rocksdb_writebatch_t *wb;
+    struct att_batch *ab;
+    struct wdoc *docs;
+    size_t n, cap;
+    uint32_t *slots; /* open addressing: index+1 into docs, 0 = empty */
+    size_t nslots;
+    br_buf key;
+};
+
+static void wctx_fini(struct wctx *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        docrec_fini(&w->docs[i].rec);
+        rocksdb_free(w->docs[i].raw);
+        br_free(w->docs[i].id);
+    }
+    br_free(w->docs);
+    br_free(w->slots);
+    br_buf_fini(&w->key);
+    att_batch_free(w->ab);
+    if (w->wb)
+        rocksdb_writebatch_destroy(w->wb);
+}
+
+static br_err wctx_init(struct wctx *w, struct br_db *db, size_t expect)
+{
+    memset(w, 0, sizeof *w);
+    w->db = db;
+    br_buf_init(&w->key, 0);
+    w->nslots = 16;
+    while (w->nslots < expect * 2)
+        w->nslots *= 2;
+    w->slots = br_calloc(w->nslots, sizeof *w->slots);
+    if (!w->slots)
+        return BR_ENOMEM;
+    br_err e = att_batch_new(&w->ab);
+    if (e)
+        return e;
+    w->wb = rocksdb_writebatch_create();
+    return BR_OK;
+}
+
+static br_err grow_slots(struct wctx *w)
+{
+    size_t ns = w->nslots * 2;
+    uint32_t *s = br_calloc(ns, sizeof *s);
+    if (!s)
+        return BR_ENOMEM;
+    for (size_t i = 0; i < w->n; i++) {
+        size_t j = w->docs[i].hash & (ns - 1);
+        while (s[j])
+            j = (j + 1) & (ns - 1);
+        s[j] = (uint32_t)(i + 1);
+    }
+    br_free(w->slots);
+    w->slots = s;
+    w->nslots = ns;
+    return BR_OK;
+}
+
+/* The batch's state of document id, loading it from the store on first touch. */
+static br_err wctx_doc(struct wctx *w, const char *id, size_t id_len, struct wdoc **out)
+{
+    uint64_t h = XXH3_64bits(id, id_len);
+    size_t j = h & (w->nslots - 1);
+    while (w->slots[j]) {
+        struct wdoc *d = &w->docs[w->slots[j] - 1];
+        if (d->hash == h && d->id_len == id_len && memcmp(d->id, id, id_len) == 0) {
+            *out = d;
+            return BR_OK;
+        }
+        j = (j + 1) & (w->nslots - 1);
+    }
+    if ((w->n + 1) * 2 > w->nslots) {
+        br_err e = grow_slots(w);
+        if (e)
+            return e;
+        return wctx_doc(w, id, id_len, out);
+    }
+    if (w->n == w->cap) {
+        size_t nc = w->cap ? w->cap * 2 : 8;
+        struct wdoc *nd = br_realloc(w->docs, nc * sizeof *nd);
+        if (!nd)
+            return BR_ENOMEM;
+        w->docs = nd;
+        w->cap = nc;
+    }
+    struct wdoc *d = &w->docs[w->n];
+    memset(d, 0, sizeof *d);
+    docrec_init(&d->rec);
+    d->id = br_strndup(id, id_len);
+    if (!d->id)
+        return BR_ENOMEM;
+    d->id_len = id_len;
+    d->hash = h;
+    br_err e = store_key(&w->key, w->db->dbid, id, id_len);
+    char *v = NULL;
+    size_t vl = 0;
+    if (!e)
+        e = store_get(w->db->s, CF_DOCS, w->key.data, w->key.len, &v, &vl);
+    if (e) {
+        br_free(d->id);
+        return e;
+    }
+    w->n++; /* from here on wctx_fini owns d */
+    w->slots[j] = (uint32_t)w->n;
+    if (v) {
+        d->raw = (uint8_t *)v;
+        d->existed = true;
+        e = docrec_decode(d->raw, vl, &d->rec);
+        if (e) {
+            br_log(BR_LOG_ERROR, "store", "op=load db=%s doc=%.*s msg=\"corrupt record\"",
+                   w->db->name, (int)(id_len > 64 ? 64 : id_len), id);
+            return e == BR_ENOMEM ? e : BR_ESTORE;
+        }
+        d->old_seq = d->rec.seq;
+    }
+    *out = d;
+    return BR_OK;
+}
+
+static br_err leaf_add(struct wctx *w, struct wdoc *d, const struct br_rev *rev,
+                       const uint8_t *body, size_t body_len, struct br_att_stub *atts,
+                       size_t n_atts)
+{
+    struct docrec *r = &d->rec;
+    struct leafdata *nl = br_realloc(r->leaves, (r->n_leaves + 1) * sizeof *nl);
+    if (!nl)
+        return BR_ENOMEM;
+    r->leaves = nl;
+    struct leafdata *l = &nl[r->n_leaves];
+    memset(l, 0, sizeof *l);
+    l->own = br_memdup(body, body_len);
+    if (!l->own)
+        return BR_ENOMEM;
+    l->rev = *rev;
+    l->body = l->own;
+    l->body_len = body_len;
+    l->atts = atts;
+    l->n_atts = n_atts;
+    r->n_leaves++;
+    for (size_t j = 0; j < n_atts; j++) {
+        br_err e = att_ref(w->ab, atts[j].key, +1);
+        if (e)
+            return e;
+    }
+    return BR_OK;
+}
+
+/* Drop the data of nodes that stopped being leaves, and prune to revs_limit. */
+static br_err settle(struct wctx *w, struct wdoc *d)
+{
+    struct docrec *r = &d->rec;
+    uint32_t removed;
+    br_err e = br_revtree_prune(&r->tree, w->db->revs_limit, &removed);
+    if (e)
+        return e;
+    for (size_t i = 0; i < r->n_leaves;) {
+        uint32_t node = br_revtree_find(&r->tree, &r->leaves[i].rev);
+        if (node != BR_REVTREE_NONE && r->tree.nodes[node].leaf) {
+            r->leaves[i].node = node;
+            i++;
+            continue;
+        }
+        struct br_rev gone = r->leaves[i].rev;
+        e = docrec_drop_leaf(r, &gone, w->ab);
+        if (e)
+            return e;
+    }
+    d->dirty = true;
+    return BR_OK;
+}
+
+static void result_set(struct br_put_result *res, br_err e, const char *fmt, ...)
+    BR_PRINTF(3, 4);
+static void result_set(struct br_put_result *res, br_err e, const char *fmt, ...)
+{
+    res->err = e;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res->reason, sizeof res->reason, fmt, ap);
+    va_end(ap);
+}
+
+static br_err check_body(struct br_db *db, const struct br_put *p, struct br_put_result *res)
+{
+    if (p->body_len > db->s->max_doc_bytes) {
+        result_set(res, BR_ETOOBIG, "Document exceeds the maximum size of %zu bytes",
+                   db->s->max_doc_bytes);
+        return BR_ETOOBIG;
+    }
+    if (p->body) {
+        struct br_errbuf eb;
+        if (br_cbor_doc_validate(p->body, p->body_len, 0, &eb) != BR_OK) {
+            result_set(res, BR_EINVAL, "Document body is not valid: %s", eb.msg);
+            return BR_EINVAL;
+        }
+    }
+    return BR_OK;
+}
+
+static br_err collect_digests(const struct br_att_stub *a, size_t n, const char ***out)
+{
+    *out = NULL;
+    if (!n)
+        return BR_OK;
+    const char **d = br_calloc(n, sizeof *d);
+    if (!d)
+        return BR_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        d[i] = a[i].digest;
+    *out = d;
+    return BR_OK;
+}
+
+/* An interactive write (new_edits=true). Input errors go to res and leave d unchanged; any other
+ * error fails the batch. */
+static br_err apply_edit(struct wctx *w, struct wdoc *d, const struct br_put *p,
+                         struct br_put_result *res)
+{
+    struct docrec *r = &d->rec;
+    const uint8_t *body = p->body ? p->body : EMPTY_MAP;
+    size_t body_len = p->body ? p->body_len : sizeof EMPTY_MAP;
+    uint32_t parent = BR_REVTREE_NONE;
+    if (p->rev) {
+        parent = br_revtree_find(&r->tree, p->rev);
+        if (parent == BR_REVTREE_NONE || !r->tree.nodes[parent].leaf) {
+            result_set(res, BR_ECONFLICT, "Document update conflict.");
+            return BR_OK;
+        }
+    } else {
+        uint32_t win = br_revtree_winner(&r->tree);
+        if (win != BR_REVTREE_NONE) {
+            if (!r->tree.nodes[win].deleted) {
+                result_set(res, BR_ECONFLICT, "Document update conflict.");
+                return BR_OK;
+            }
+            parent = win; /* DOC-02: re-creating extends the tombstone branch */
+        } else if (p->deleted) {
+            result_set(res, BR_ENOTFOUND, "missing");
+            return BR_OK;
+        }
+    }
+    const struct br_rev *prev = parent == BR_REVTREE_NONE ? NULL : &r->tree.nodes[parent].rev;
+    struct leafdata *pdata = prev ? docrec_leaf(r, prev) : NULL;
+    uint64_t gen = prev ? prev->gen + 1 : 1;
+    if (gen > BR_REV_GEN_MAX) {
+        result_set(res, BR_EBADREV, "revision generation overflow");
+        return BR_OK;
+    }
+    struct br_att_stub *atts = NULL;
+    size_t n_atts = 0;
+    struct br_errbuf eb = {{0}};
+    br_err e = att_prepare(w->db, w->wb, w->ab, p->atts, p->n_atts, pdata, gen, &atts, &n_atts,
+                           &eb);
+    if (e == BR_EBADNAME || e == BR_ENOTFOUND || e == BR_EINVAL) {
+        result_set(res, e, "%s", eb.msg[0] ? eb.msg : br_strerror(e));
+        return BR_OK;
+    }
+    if (e)
+        return e;
+    const char **digests;
+    e = collect_digests(atts, n_atts, &digests);
+    struct br_rev nrev;
+    if (!e)
+        e = br_rev_make(prev, p->deleted, body, body_len, digests, n_atts, &nrev);
+    br_free(digests);
+    if (!e)
+        e = br_revtree_add(&r->tree, &nrev, prev, p->deleted);
+    if (e == BR_EEXIST) {
+        /* The same edit of the same parent again: the parent is no longer a leaf then, so this
+         * only happens for a parent that is a leaf and a child that exists: impossible. */
+        e = BR_ESTORE;
+    }
+    if (!e)
+        e = leaf_add(w, d, &nrev, body, body_len, atts, n_atts);
+    else
+        att_stubs_free(atts, n_atts);
+    if (!e)
+        e = settle(w, d);
+    if (e)
+        return e;
+    res->err = BR_OK;
+    res->rev = nrev;
+    return BR_OK;
+}
+
+/* A replicated write (new_edits=false): merge the revision with its history. */
+static br_err apply_replicated(struct wctx *w, struct wdoc *d, const struct br_put *p,
+                               struct br_put_result *res)
+{
+    struct docrec *r = &d->rec;
+    if (!p->history || p->n_history == 0) {
+        result_set(res, BR_EBADREV, "replicated write needs a revision (_rev or _revisions)");
+        return BR_OK;
+    }
+    if (br_rev_path_check(p->history, p->n_history) != BR_OK) {
+        result_set(res, BR_EBADREV, "inconsistent revision history");
+        return BR_OK;
+    }
+    const struct br_rev *nrev = &p->history[0];
+    res->rev = *nrev;
+    if (br_revtree_contains(&r->tree, nrev)) {
+        res->err = BR_OK; /* RDF-09: already here */
+        return BR_OK;
+    }
+    /* Find the parent this path grafts under (if any), for attachment stubs. */
+    const struct leafdata *pdata = NULL;
+    for (size_t i = 1; i < p->n_history; i++) {
+        if (br_revtree_contains(&r->tree, &p->history[i])) {
+            pdata = docrec_leaf(r, &p->history[i]);
+            break;
+        }
+    }
+    const uint8_t *body = p->body ? p->body : EMPTY_MAP;
+    size_t body_len = p->body ? p->body_len : sizeof EMPTY_MAP;
+    struct br_att_stub *atts = NULL;
+    size_t n_atts = 0;
+    struct br_errbuf eb = {{0}};
+    br_err e = att_prepare(w->db, w->wb, w->ab, p->atts, p->n_atts, pdata, nrev->gen, &atts,
+                           &n_atts, &eb);
+    if (e == BR_EBADNAME || e == BR_ENOTFOUND || e == BR_EINVAL) {
+        result_set(res, e, "%s", eb.msg[0] ? eb.msg : br_strerror(e));
+        return BR_OK;
+    }
+    if (e)
+        return e;
+    uint32_t added;
+    e = br_revtree_merge(&r->tree, p->history, p->n_history, p->deleted, &added);
+    if (e == BR_EBADREV) {
+        att_stubs_free(atts, n_atts);
+        result_set(res, BR_EBADREV, "inconsistent revision history");
+        return BR_OK;
+    }
+    if (!e)
+        e = leaf_add(w, d, nrev, body, body_len, atts, n_atts);
+    else
+        att_stubs_free(atts, n_atts);
+    if (!e)
+        e = settle(w, d);
+    if (e)
+        return e;
+    res->err = BR_OK;
+    return BR_OK;
+}
+
+static br_err change_value(br_buf *v, const struct wdoc *d, uint32_t win)
+{
+    const struct br_revtree_node *n = &d->rec.tree.nodes[win];
+    char rev[BR_REV_TEXT_MAX];
+    size_t rl = br_rev_format(&n->rev, rev);
+    uint8_t hdr[2] = {(uint8_t)(n->deleted ? 1 : 0), (uint8_t)rl};
+    br_buf_reset(v);
+    br_err e = br_buf_append(v, hdr, 2);
+    if (!e)
+        e = br_buf_append(v, rev, rl);
+    if (!e)
+        e = br_buf_append(v, d->id, d->id_len);
+    return e;
+}
+
+struct wsummary {
+    bool present, live;
+    uint8_t hash[16];
+    uint64_t bytes; /* user data held by the leaves: bodies and attachments */
+};
+
+static void summarize(const struct wdoc *d, struct wsummary *s)
+{
+    memset(s, 0, sizeof *s);
+    uint32_t win = br_revtree_winner(&d->rec.tree);
+    s->present = win != BR_REVTREE_NONE;
+    s->live = s->present && !d->rec.tree.nodes[win].deleted;
+    tree_set_hash(s->hash, d->id, d->id_len, &d->rec.tree);
+    for (size_t i = 0; i < d->rec.n_leaves; i++) {
+        s->bytes += d->rec.leaves[i].body_len;
+        for (size_t j = 0; j < d->rec.leaves[i].n_atts; j++)
+            s->bytes += d->rec.leaves[i].atts[j].length;
+    }
+}
+
+/* Stamp every changed document, build the batch, commit, update the in-memory digest. */
+static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ticket,
+                     struct br_hlc *last)
+{
+    struct br_db *db = w->db;
+    br_store *s = db->s;
+    br_buf val, ck;
+    br_buf_init(&val, 0);
+    br_buf_init(&ck, 0);
+    struct br_db_digest dg = db->digest;
+    int64_t del_delta = 0, doc_delta = 0;
+    int64_t ext_delta = 0;
+    size_t changed = 0;
+    br_err e = BR_OK;
+    for (size_t i = 0; i < w->n && !e; i++) {
+        struct wdoc *d = &w->docs[i];
+        if (!d->dirty)
+            continue;
+        struct wsummary after;
+        summarize(d, &after);
+        doc_delta += (int64_t)after.live - (int64_t)before[i].live;
+        del_delta += (int64_t)(after.present && !after.live) -
+                     (int64_t)(before[i].present && !before[i].live);
+        for (int k = 0; k < 16; k++)
+            dg.set_hash[k] ^= before[i].hash[k] ^ after.hash[k];
+        ext_delta += (int64_t)after.bytes - (int64_t)before[i].bytes;
+        e = br_hlc_now(s->clock, &d->rec.seq);
+        if (e)
+            break;
+        dg.last = d->rec.seq;
+        changed++;
+        /* the record */
+        e = store_key(&w->key, db->dbid, d->id, d->id_len);
+        if (!e)
+            e = docrec_encode(&d->rec, &val);
+        if (e)
+            break;
+        rocksdb_writebatch_put_cf(w->wb, s->cf[CF_DOCS], (const char *)w->key.data, w->key.len,
+                                  (const char *)val.data, val.len);
+        /* the change entry: remove the old one, add the new one */
+        uint8_t hk[BR_HLC_BYTES];
+        if (d->existed) {
+            br_hlc_encode(d->old_seq, hk);
+            e = store_key(&ck, db->dbid, hk, sizeof hk);
+            if (e)
+                break;
+            rocksdb_writebatch_delete_cf(w->wb, s->cf[CF_CHANGES], (const char *)ck.data, ck.len);
+        }
+        br_hlc_encode(d->rec.seq, hk);
+        e = store_key(&ck, db->dbid, hk, sizeof hk);
+        if (!e)
+            e = change_value(&val, d, br_revtree_winner(&d->rec.tree));
+        if (e)
+            break;
+        rocksdb_writebatch_put_cf(w->wb, s->cf[CF_CHANGES], (const char *)ck.data, ck.len,
+                                  (const char *)val.data, val.len);
+        br_buf_reset(&val);
+    }
+    if (!e && changed)
+        e = att_batch_flush(db, w->wb, w->ab);
+    if (!e && changed) {
+        struct br_db tmp = *db;
+        tmp.digest = dg;
+        tmp.digest.doc_count = (uint64_t)((int64_t)db->digest.doc_count + doc_delta);
+        tmp.del_count = (uint64_t)((int64_t)db->del_count + del_delta);
+        tmp.update_seq = db->update_seq + changed;
+        tmp.external_size = (uint64_t)((int64_t)db->external_size + ext_delta);
+        uint8_t rec[DIGEST_LEN], dk[5];
+        store_digest_encode(&tmp, rec);
+        memcpy(dk, db->dbid, 4);
+        dk[4] = 'd';
+        rocksdb_writebatch_put_cf(w->wb, s->cf[CF_META], (const char *)dk, 5, (const char *)rec,
+                                  DIGEST_LEN);
+        e = store_write(s, w->wb, ticket);
+        if (!e) {
+            db->digest = tmp.digest;
+            db->del_count = tmp.del_count;
+            db->update_seq = tmp.update_seq;
+            db->external_size = tmp.external_size;
+            *last = dg.last;
+        }
+    }
+    br_buf_fini(&val);
+    br_buf_fini(&ck);
+    return e;
+}
+
+static void call_watchers(struct br_db *db, struct br_hlc seq)
+{
+    pthread_rwlock_rdlock(&db->watch_rw);
+    for (size_t i = 0; i < db->n_watchers; i++)
+        db->watchers[i].fn(db->watchers[i].arg, db, seq);
+    pthread_rwlock_unlock(&db->watch_rw);
+}
+
+static br_err run_batch(struct br_db *db, const struct br_put *docs, size_t n,
+                        const struct br_write_opts *wo, struct br_put_result *res)
+{
+    const struct br_write_opts dflt = BR_WRITE_DEFAULT;
+    if (!wo)
+        wo = &dflt;
+    struct wctx w;
+    struct wsummary *before = NULL;
+    br_err e = wctx_init(&w, db, n);
+    if (e) {
+        wctx_fini(&w);
+        return e;
+    }
+    /* Ids for new documents are generated outside the lock. */
+    for (size_t i = 0; i < n; i++) {
+        memset(&res[i], 0, sizeof res[i]);
+        const struct br_put *p = &docs[i];
+        if (!p->id) {
+            if (!wo->new_edits) {
+                result_set(&res[i], BR_EBADNAME, "replicated documents need an _id");
+                continue;
+            }
+            br_rev_gen_docid(db->s->env, res[i].id);
+        } else if (!store_docid_valid(p->id, p->id_len)) {
+            result_set(&res[i], BR_EBADNAME, "Invalid document id");
+            size_t cl = p->id_len < BR_DOCID_MAX ? p->id_len : BR_DOCID_MAX;
+            memcpy(res[i].id, p->id, cl);
+            res[i].id[cl] = 0;
+            continue;
+        } else {
+            memcpy(res[i].id, p->id, p->id_len);
+            res[i].id[p->id_len] = 0;
+        }
+        (void)check_body(db, p, &res[i]);
+    }
+    struct br_hlc last = BR_HLC_MIN;
+    uint64_t ticket = 0;
+    bool wrote = false;
+    pthread_mutex_lock(&db->wmu);
+    if (db->deleted) {
+        e = BR_ENOTFOUND;
+        goto unlock;
+    }
+    size_t bcap = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].err)
+            continue;
+        struct wdoc *d;
+        size_t before_n = w.n;
+        e = wctx_doc(&w, res[i].id, strlen(res[i].id), &d);
+        if (e)
+            goto unlock;
+        if (w.n > before_n) {
+            if (w.n > bcap) {
+                size_t nc = bcap ? bcap * 2 : 16;
+                while (nc < w.n)
+                    nc *= 2;
+                struct wsummary *nb = br_realloc(before, nc * sizeof *nb);
+                if (!nb) {
+                    e = BR_ENOMEM;
+                    goto unlock;
+                }
+                before = nb;
+                bcap = nc;
+            }
+            summarize(d, &before[w.n - 1]);
+        }
+        e = wo->new_edits ? apply_edit(&w, d, &docs[i], &res[i])
+                          : apply_replicated(&w, d, &docs[i], &res[i]);
+        if (e)
+            goto unlock;
+    }
+    e = commit(&w, before, &ticket, &last);
+    wrote = !e && ticket != 0;
+    if (wrote)
+        store_notify(db, last);
+unlock:
+    pthread_mutex_unlock(&db->wmu);
+    br_free(before);
+    wctx_fini(&w);
+    if (e)
+        return e;
+    if (wrote && wo->sync == BR_SYNC_FULL)
+        e = store_sync(db->s, ticket);
+    if (wrote && !e)
+        call_watchers(db, last);
+    return e;
+}
+
+br_err br_db_bulk(br_db *db, const struct br_put *docs, size_t n, const struct br_write_opts *wo,
+                  struct br_put_result *res)
+{
+    if (n == 0)
+        return BR_OK;
+    return run_batch(db, docs, n, wo, res);
+}
+
+br_err br_db_put(br_db *db, const struct br_put *p, const struct br_write_opts *wo,
+                 struct br_put_result *res)
+{
+    br_err e = run_batch(db, p, 1, wo, res);
+    return e ? e : res->err;
+}
+
+/* ---- reads ---- */
+
+void br_doc_free(struct br_doc *d)
+{
+    if (!d)
+        return;
+    br_free(d->id);
+    br_free(d->body);
+    att_stubs_free(d->atts, d->n_atts);
+    br_free(d->revisions);
+    br_free(d->conflicts);
+    br_free(d->deleted_conflicts);
+    br_free(d);
+}
+
+/* Load a document's record; BR_ENOTFOUND if absent. On success r borrows from *raw. */
+static br_err load(struct br_db *db, const char *id, size_t id_len, struct docrec *r,
+                   char **raw)
+{
+    if (!store_docid_valid(id, id_len))
+        return BR_ENOTFOUND;
+    br_buf k;
+    br_buf_init(&k, 0);
+    br_err e = store_key(&k, db->dbid, id, id_len);
+    size_t vl = 0;
+    *raw = NULL;
+    if (!e)
+        e = store_get(db->s, CF_DOCS, k.data, k.len, raw, &vl);
+    br_buf_fini(&k);
+    if (e)
+        return e;
+    if (!*raw)
+        return BR_ENOTFOUND;
+    e = docrec_decode((const uint8_t *)*raw, vl, r);
+    if (e) {
+        br_log(BR_LOG_ERROR, "store", "op=get db=%s doc=%.*s msg=\"corrupt record\"", db->name,
+               (int)(id_len > 64 ? 64 : id_len), id);
+        return e == BR_ENOMEM ? e : BR_ESTORE;
+    }
+    return BR_OK;
+}
+
+static br_err leaf_list(const br_revtree *t, bool deleted, struct br_rev **out, size_t *n)
+{
+    uint32_t *idx, cnt;
+    br_err e = br_revtree_leaves(t, &idx, &cnt);
+    if (e)
+        return e;
+    *out = NULL;
+    *n = 0;
+    struct br_rev *v = cnt > 1 ? br_calloc(cnt - 1, sizeof *v) : NULL;
+    if (cnt > 1 && !v) {
+        br_free(idx);
+        return BR_ENOMEM;
+    }
+    size_t k = 0;
+    for (uint32_t i = 1; i < cnt; i++) /* idx[0] is the winner */
+        if (t->nodes[idx[i]].deleted == deleted)
+            v[k++] = t->nodes[idx[i]].rev;
+    br_free(idx);
+    if (k == 0) {
+        br_free(v);
+        v = NULL;
+    }
+    *out = v;
+    *n = k;
+    return BR_OK;
+}
+
+/* Build a br_doc for node `node` of r. */
+static br_err make_doc(struct br_db *db, const char *id, size_t id_len, struct docrec *r,
+                       uint32_t node, const struct br_get_opts *o, struct br_doc **out)
+{
+    const struct br_revtree_node *n = &r->tree.nodes[node];
+    struct leafdata *l = docrec_leaf(r, &n->rev);
+    if (!l)
+        return BR_ENOTFOUND; /* a non-leaf: its body is gone */
+    struct br_doc *d = br_calloc(1, sizeof *d);
+    if (!d)
+        return BR_ENOMEM;
+    br_err e = BR_ENOMEM;
+    d->id = br_strndup(id, id_len);
+    d->id_len = id_len;
+    d->rev = n->rev;
+    d->deleted = n->deleted;
+    d->seq = r->seq;
+    d->body = br_memdup(l->body, l->body_len);
+    d->body_len = l->body_len;
+    if (!d->id || !d->body)
+        goto fail;
+    e = att_stubs_copy(l->atts, l->n_atts, &d->atts);
+    if (e)
+        goto fail;
+    d->n_atts = l->n_atts;
+    if (o && o->revs) {
+        uint32_t cnt;
+        e = br_revtree_history(&r->tree, &n->rev, db->revs_limit, &d->revisions, &cnt);
+        if (e)
+            goto fail;
+        d->n_revisions = cnt;
+    }
+    if (o && o->conflicts) {
+        e = leaf_list(&r->tree, false, &d->conflicts, &d->n_conflicts);
+        if (e)
+            goto fail;
+    }
+    if (o && o->deleted_conflicts) {
+        e = leaf_list(&r->tree, true, &d->deleted_conflicts, &d->n_deleted_conflicts);
+        if (e)
+            goto fail;
+    }
+    *out = d;
+    return BR_OK;
+fail:
+    br_doc_free(d);
+    return e;
+}
+
+br_err br_db_get(br_db *db, const char *id, size_t id_len, const struct br_get_opts *o,
+                 struct br_doc **out, struct br_errbuf *eb)
+{
+    struct docrec r;
+    docrec_init(&r);
+    char *raw = NULL;
+    br_err e = load(db, id, id_len, &r, &raw);
+    if (e) {
+        if (e == BR_ENOTFOUND)
+            br_errbuf_set(eb, "missing");
+        goto out;
+    }
+    uint32_t node;
+    if (o && o->rev) {
+        node = br_revtree_find(&r.tree, o->rev);
+        if (node == BR_REVTREE_NONE) {
+            e = br_fail(eb, BR_ENOTFOUND, "missing");
+            goto out;
+        }
+    } else {
+        node = br_revtree_winner(&r.tree);
+        if (node == BR_REVTREE_NONE) {
+            e = br_fail(eb, BR_ESTORE, "empty revision tree");
+            goto out;
+        }
+        if (r.tree.nodes[node].deleted && !(o && o->include_deleted)) {
+            e = br_fail(eb, BR_ENOTFOUND, "deleted");
+            goto out;
+        }
+    }
+    e = make_doc(db, id, id_len, &r, node, o, out);
+    if (e == BR_ENOTFOUND)
+        br_errbuf_set(eb, "missing");
+out:
+    docrec_fini(&r);
+    rocksdb_free(raw);
+    return e;
+}
+
+void br_open_revs_free(struct br_open_rev *r, size_t n)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < n; i++)
+        br_doc_free(r[i].doc);
+    br_free(r);
+}
+
+br_err br_db_get_open_revs(br_db *db, const char *id, size_t id_len, const struct br_rev *revs,
+                           size_t n, bool with_revs, struct br_open_rev **out, size_t *n_out)
+{
+    struct docrec r;
+    docrec_init(&r);
+    char *raw = NULL;
+    uint32_t *leaves = NULL, nleaves = 0;
+    struct br_open_rev *v = NULL;
+    size_t cnt = 0;
+    br_err e = load(db, id, id_len, &r, &raw);
+    if (e)
+        goto out;
+    if (!revs || n == 0) {
+        e = br_revtree_leaves(&r.tree, &leaves, &nleaves);
+        if (e)
+            goto out;
+        cnt = nleaves;
+    } else {
+        cnt = n;
+    }
+    v = br_calloc(cnt ? cnt : 1, sizeof *v);
+    if (!v) {
+        e = BR_ENOMEM;
+        goto out;
+    }
+    struct br_get_opts go = {.revs = with_revs};
+    for (size_t i = 0; i < cnt; i++) {
+        uint32_t node = leaves ? leaves[i] : br_revtree_find(&r.tree, &revs[i]);
+        v[i].rev = leaves ? r.tree.nodes[node].rev : revs[i];
+        if (node == BR_REVTREE_NONE) {
+            v[i].missing = true;
+            continue;
+        }
+        e = make_doc(db, id, id_len, &r, node, &go, &v[i].doc);
+        if (e == BR_ENOTFOUND) {
+            v[i].missing = true;
+            e = BR_OK;
+        }
+        if (e)
+            goto out;
+    }
+    *out = v;
+    *n_out = cnt;
+    v = NULL;
+out:
+    br_open_revs_free(v, cnt);
+    br_free(leaves);
+    docrec_fini(&r);
+    rocksdb_free(raw);
+    return e;
+}
+
+/* ---- revsdiff ---- */
+
+static int rev_qcmp(const void *a, const void *b)
+{
+    return br_rev_cmp(a, b);
+}
+
+void br_revsdiff_out_fini(struct br_revsdiff_out *out, size_t n)
+{
+    if (!out)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        br_free(out[i].missing);
+        br_free(out[i].possible_ancestors);
+        memset(&out[i], 0, sizeof out[i]);
+    }
+}
+
+static br_err revsdiff_one(struct br_db *db, const struct br_revsdiff_in *in,
+                           struct br_revsdiff_out *o)
+{
+    memset(o, 0, sizeof *o);
+    if (in->n == 0)
+        return BR_OK;
+    struct docrec r;
+    docrec_init(&r);
+    char *raw = NULL;
+    br_err e = load(db, in->id, in->id_len, &r, &raw);
+    bool known = e == BR_OK;
+    if (e == BR_ENOTFOUND)
+        e = BR_OK;
+    if (e)
+        goto out;
+    o->missing = br_calloc(in->n, sizeof *o->missing);
+    if (!o->missing) {
+        e = BR_ENOMEM;
+        goto out;
+    }
+    uint64_t maxgen = 0;
+    for (size_t i = 0; i < in->n; i++) {
+        if (known && br_revtree_contains(&r.tree, &in->revs[i]))
+            continue;
+        bool dup = false;
+        for (size_t j = 0; j < o->n_missing; j++)
+            dup = dup || br_rev_eq(&o->missing[j], &in->revs[i]);
+        if (dup)
+            continue;
+        o->missing[o->n_missing++] = in->revs[i];
+        if (in->revs[i].gen > maxgen)
+            maxgen = in->revs[i].gen;
+    }
+    if (!known || o->n_missing == 0)
+        goto out;
+    /* CouchDB: the leaves with a lower generation than a missing revision. */
+    uint32_t *leaves, nl;
+    e = br_revtree_leaves(&r.tree, &leaves, &nl);
+    if (e)
+        goto out;
+    o->possible_ancestors = br_calloc(nl ? nl : 1, sizeof *o->possible_ancestors);
+    if (!o->possible_ancestors) {
+        br_free(leaves);
+        e = BR_ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < nl; i++) {
+        const struct br_rev *lr = &r.tree.nodes[leaves[i]].rev;
+        bool ok = false;
+        for (size_t j = 0; j < o->n_missing && !ok; j++)
+            ok = lr->gen < o->missing[j].gen;
+        if (ok)
+            o->possible_ancestors[o->n_possible_ancestors++] = *lr;
+    }
+    br_free(leaves);
+    if (o->n_possible_ancestors)
+        qsort(o->possible_ancestors, o->n_possible_ancestors, sizeof(struct br_rev), rev_qcmp);
+out:
+    docrec_fini(&r);
+    rocksdb_free(raw);
+    if (e) {
+        br_free(o->missing);
+        br_free(o->possible_ancestors);
+        memset(o, 0, sizeof *o);
+    }
+    return e;
+}
+
+br_err br_db_revsdiff(br_db *db, const struct br_revsdiff_in *in, size_t n,
+                      struct br_revsdiff_out *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        br_err e = revsdiff_one(db, &in[i], &out[i]);
+        if (e) {
+            br_revsdiff_out_fini(out, i);
+            return e;
+        }
+    }
+    return BR_OK;
+}
+
+/* ---- conflict resolution (Decisions §8) ---- */
+
+br_err br_db_resolve(br_db *db, const char *id, size_t id_len, const struct br_resolve *rs,
+                     const struct br_write_opts *wo, struct br_resolve_result *out,
+                     struct br_errbuf *eb)
+{
+    struct docrec r;
+    docrec_init(&r);
+    char *raw = NULL;
+    uint32_t *leaves = NULL, nl = 0;
+    struct br_put *puts = NULL;
+    struct br_put_result *res = NULL;
+    size_t np = 0;
+    br_err e = load(db, id, id_len, &r, &raw);
+    if (e) {
+        if (e == BR_ENOTFOUND)
+            br_errbuf_set(eb, "missing");
+        goto out;
+    }
+    uint32_t win = br_revtree_winner(&r.tree);
+    if (br_revtree_conflict_count(&r.tree) == 0) {
+        e = br_fail(eb, BR_ENOCONFLICT, "no_conflicts");
+        goto out;
+    }
+    if (!rs->base || !br_rev_eq(rs->base, &r.tree.nodes[win].rev)) {
+        e = br_fail(eb, BR_ECONFLICT, "base revision is not the current winner");
+        goto out;
+    }
+    const struct br_rev *keep = &r.tree.nodes[win].rev;
+    if (!rs->merge_body) {
+        uint32_t c = rs->choose ? br_revtree_find(&r.tree, rs->choose) : BR_REVTREE_NONE;
+        if (c == BR_REVTREE_NONE || !r.tree.nodes[c].leaf || r.tree.nodes[c].deleted) {
+            e = br_fail(eb, BR_EBADREV, "invalid_rev: the chosen revision is not a live leaf");
+            goto out;
+        }
+        keep = &r.tree.nodes[c].rev;
+    }
+    e = br_revtree_leaves(&r.tree, &leaves, &nl);
+    if (e)
+        goto out;
+    puts = br_calloc(nl + 1, sizeof *puts);
+    res = br_calloc(nl + 1, sizeof *res);
+    if (!puts || !res) {
+        e = BR_ENOMEM;
+        goto out;
+    }
+    uint32_t resolved = 0;
+    for (uint32_t i = 0; i < nl; i++) {
+        const struct br_revtree_node *n = &r.tree.nodes[leaves[i]];
+        if (n->deleted || br_rev_eq(&n->rev, keep))
+            continue;
+        puts[np++] = (struct br_put){.id = id, .id_len = id_len, .rev = &n->rev, .deleted = true};
+        resolved++;
+    }
+    struct br_att_in *keep_atts = NULL;
+    if (rs->merge_body || !br_rev_eq(keep, &r.tree.nodes[win].rev)) {
+        /* A child of the kept revision, so it wins by generation on every node. */
+        struct leafdata *ld = docrec_leaf(&r, keep);
+        if (!ld) {
+            e = BR_ESTORE;
+            goto out;
+        }
+        if (ld->n_atts) {
+            keep_atts = br_calloc(ld->n_atts, sizeof *keep_atts);
+            if (!keep_atts) {
+                e = BR_ENOMEM;
+                goto out;
+            }
+            for (size_t j = 0; j < ld->n_atts; j++)
+                keep_atts[j] = (struct br_att_in){.name = ld->atts[j].name,
+                                                  .content_type = ld->atts[j].content_type,
+                                                  .stub = true,
+                                                  .digest = ld->atts[j].digest};
+        }
+        puts[np++] = (struct br_put){.id = id,
+                                     .id_len = id_len,
+                                     .rev = keep,
+                                     .body = rs->merge_body ? rs->merge_body : ld->body,
+                                     .body_len = rs->merge_body ? rs->merge_body_len
+                                                                : ld->body_len,
+                                     .atts = keep_atts,
+                                     .n_atts = ld->n_atts};
+    }
+    struct br_write_opts w = wo ? *wo : BR_WRITE_DEFAULT;
+    w.new_edits = true;
+    e = br_db_bulk(db, puts, np, &w, res);
+    br_free(keep_atts);
+    for (size_t i = 0; !e && i < np; i++) {
+        if (res[i].err) {
+            e = br_fail(eb, res[i].err, "%s", res[i].reason);
+            break;
+        }
+    }
+    if (e)
+        goto out;
+    out->conflicts_resolved = resolved;
+    out->rev = (np && !puts[np - 1].deleted) ? res[np - 1].rev : *keep;
+out:
+    br_free(puts);
+    br_free(res);
+    br_free(leaves);
+    docrec_fini(&r);
+    rocksdb_free(raw);
+    return e;
+}
+
+/* ---- all_docs ---- */
+
+br_err br_db_all_docs(br_db *db, const struct br_alldocs_opts *o, br_alldocs_cb cb, void *arg,
+                      uint64_t *total_rows)
+{
+    struct br_alldocs_opts dflt = {.inclusive_end = true};
+    if (!o)
+        o = &dflt;
+    br_store *s = db->s;
+    br_buf lo, hi, k;
+    br_buf_init(&lo, 0);
+    br_buf_init(&hi, 0);
+    br_buf_init(&k, 0);
+    br_err e = store_key(&lo, db->dbid, NULL, 0);
+    if (!e)
+        e = store_prefix_end(db->dbid, 4, &hi);
+    if (e)
+        goto out;
+    if (total_rows) {
+        struct br_db_digest dg;
+        e = br_db_digest(db, &dg);
+        if (e)
+            goto out;
+        *total_rows = dg.doc_count;
+    }
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    const rocksdb_snapshot_t *snap = rocksdb_create_snapshot(s->rdb);
+    rocksdb_readoptions_set_snapshot(ro, snap);
+    rocksdb_readoptions_set_iterate_lower_bound(ro, (const char *)lo.data, lo.len);
+    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi.data, hi.len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->rdb, ro, s->cf[CF_DOCS]);
+    if (o->startkey) {
+        e = store_key(&k, db->dbid, o->startkey, o->startkey_len);
+        if (!e) {
+            if (o->descending)
+                rocksdb_iter_seek_for_prev(it, (const char *)k.data, k.len);
+            else
+                rocksdb_iter_seek(it, (const char *)k.data, k.len);
+        }
+    } else if (o->descending) {
+        rocksdb_iter_seek_to_last(it);
+    } else {
+        rocksdb_iter_seek_to_first(it);
+    }
+    size_t skipped = 0, sent = 0;
+    struct br_get_opts go = {.conflicts = o->conflicts};
+    for (; !e && rocksdb_iter_valid(it);
+         o->descending ? rocksdb_iter_prev(it) : rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *key = rocksdb_iter_key(it, &kl);
+        const char *val = rocksdb_iter_value(it, &vl);
+        const char *id = key + 4;
+        size_t id_len = kl - 4;
+        if (o->endkey) {
+            size_t m = id_len < o->endkey_len ? id_len : o->endkey_len;
+            int c = memcmp(id, o->endkey, m);
+            if (c == 0)
+                c = id_len < o->endkey_len ? -1 : id_len > o->endkey_len;
+            if (o->descending ? (c < 0 || (c == 0 && !o->inclusive_end))
+                              : (c > 0 || (c == 0 && !o->inclusive_end)))
+                break;
+        }
+        struct docrec r;
+        docrec_init(&r);
+        e = docrec_decode((const uint8_t *)val, vl, &r);
+        if (e) {
+            br_log(BR_LOG_ERROR, "store", "op=all_docs db=%s msg=\"corrupt record\"", db->name);
+            e = e == BR_ENOMEM ? e : BR_ESTORE;
+            docrec_fini(&r);
+            break;
+        }
+        uint32_t win = br_revtree_winner(&r.tree);
+        if (win == BR_REVTREE_NONE || r.tree.nodes[win].deleted) {
+            docrec_fini(&r);
+            continue;
+        }
+        if (skipped < o->skip) {
+            skipped++;
+            docrec_fini(&r);
+            continue;
+        }
+        struct br_doc *doc = NULL;
+        if (o->include_docs)
+            e = make_doc(db, id, id_len, &r, win, &go, &doc);
+        int stop = 0;
+        if (!e)
+            stop = cb(arg, id, id_len, &r.tree.nodes[win].rev, doc);
+        br_doc_free(doc);
+        docrec_fini(&r);
+        sent++;
+        if (stop || (o->limit && sent >= o->limit))
+            break;
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    if (err && !e)
+        e = store_rdb_err(err, "all_docs");
+    else
+        rocksdb_free(err);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_release_snapshot(s->rdb, snap);
+out:
+    br_buf_fini(&lo);
+    br_buf_fini(&hi);
+    br_buf_fini(&k);
+    return e;
+}

@@ -1,0 +1,206 @@
+/* store_int.h — the store's private structures and its storage layout.
+ *
+ * One RocksDB instance per node, with column families:
+ *   meta     "N"                       -> next database id (u32 BE)
+ *            "c" name                  -> catalog record: dbid u32 BE, revs_limit u32 BE
+ *            dbid "d"                  -> digest record (see struct db_state, DIGEST_LEN bytes)
+ *   docs     dbid docid                -> document record: version, seq HLC, revision tree, and
+ *                                         the data (body + attachment stubs) of every leaf
+ *   changes  dbid HLC                  -> change entry: flags, winner rev, docid
+ *   local    dbid id                   -> local doc: u64 BE counter, CBOR body
+ *   atts     dbid 'b' key32            -> blob record: blob id, length, md5, refcount (leaves
+ *                                         referencing it), chunk count
+ *            dbid 'c' blobid u64 idx u32 BE -> one chunk (64 KiB) of a blob; blob files on
+ *            dbid 'm' md5(16)          -> key32 (resolves CouchDB stubs by md5 digest)
+ *            dbid 'p' blobid u64       -> a streaming upload in progress (swept at open)
+ *   A blob's content key is BLAKE2b-256 of its bytes (peers can choose the bytes, so no MD5
+ *   for addressing); the md5 is kept for CouchDB's "md5-<base64>" digests.
+ * dbid is a 4-byte big-endian id never reused, so a deleted database's key range cannot leak
+ * into a new one. Document ids hold no NUL byte. Every user write is one WriteBatch. */
+#ifndef BARREL_STORE_INT_H
+#define BARREL_STORE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <rocksdb/c.h>
+
+#include "barrel/buf.h"
+#include "barrel/revtree.h"
+#include "barrel/store.h"
+
+enum cf_id { CF_DEFAULT, CF_META, CF_DOCS, CF_CHANGES, CF_LOCAL, CF_ATTS, CF_COUNT };
+
+#define DOCREC_VERSION 1
+#define DIGEST_VERSION 1
+#define DIGEST_LEN (1 + 12 + 8 + 8 + 8 + 16 + 8)
+#define ATT_CHUNK (64u * 1024u)
+
+struct watcher {
+    uint64_t id;
+    br_db_watch_fn fn;
+    void *arg;
+};
+
+/* The shared state of one open database; br_db handles are references to it. */
+struct br_db {
+    br_store *s;
+    char name[BR_DB_NAME_MAX + 1];
+    uint8_t dbid[4];
+    uint32_t revs_limit;
+    int refs;     /* under s->cat_mu */
+    bool deleted; /* under wmu; set by br_store_db_delete */
+
+    pthread_mutex_t wmu; /* serialises writers: HLC order == commit order within the db */
+    pthread_cond_t chg_cv;
+    /* Counters and digest, as committed (under wmu). */
+    struct br_db_digest digest;
+    uint64_t del_count;
+    uint64_t update_seq;
+    uint64_t external_size;
+
+    pthread_rwlock_t watch_rw; /* watchers: read-held while calling them, write to change */
+    struct watcher *watchers;
+    size_t n_watchers;
+    uint64_t next_watch_id;
+    struct br_db *next; /* in s->open list */
+};
+
+struct br_store {
+    rocksdb_t *rdb;
+    rocksdb_options_t *opts;
+    rocksdb_options_t *cf_opts[CF_COUNT];
+    rocksdb_block_based_table_options_t *table;
+    rocksdb_cache_t *cache;
+    rocksdb_column_family_handle_t *cf[CF_COUNT];
+    rocksdb_writeoptions_t *wo;
+    rocksdb_readoptions_t *ro;
+    const struct br_env *env;
+    br_hlc_clock *clock;
+    size_t max_doc_bytes;
+    uint32_t revs_limit;
+    char *path;
+
+    pthread_mutex_t cat_mu; /* catalog and the open list */
+    struct br_db *open;
+
+    /* Group commit: writers write without sync, then share fsyncs of the WAL. */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    bool syncing;
+    atomic_uint_fast64_t written; /* tickets of completed unsynced writes */
+    uint64_t synced;
+    atomic_uint_fast64_t fsyncs; /* how many WAL fsyncs were made (bench / tests) */
+};
+
+/* ---- helpers shared by the store's files ---- */
+
+/* Translate a RocksDB error string (frees it) into BR_ESTORE with a logged reason. */
+br_err store_rdb_err(char *err, const char *what);
+/* Commit a batch for db (unsynced) and return the write ticket for store_sync. */
+br_err store_write(br_store *s, rocksdb_writebatch_t *wb, uint64_t *ticket);
+/* Wait until the WAL is fsync'd past `ticket` (group commit: one fsync serves many). */
+br_err store_sync(br_store *s, uint64_t ticket);
+/* Read one key; *out NULL when missing. Caller frees *out with rocksdb_free. */
+br_err store_get(br_store *s, enum cf_id cf, const void *key, size_t klen, char **out,
+                 size_t *len);
+/* Build "dbid + suffix" keys into a buf. */
+br_err store_key(br_buf *k, const uint8_t dbid[4], const void *a, size_t alen);
+/* The key that follows every key beginning with prefix (prefix + 1 as a big number). */
+br_err store_prefix_end(const uint8_t *prefix, size_t n, br_buf *out);
+/* Digest record encoding. */
+void store_digest_encode(const struct br_db *db, uint8_t out[DIGEST_LEN]);
+/* Wake changes waiters and watchers after a commit that advanced db->digest.last. */
+void store_notify(struct br_db *db, struct br_hlc seq);
+/* Is the document id acceptable (1..1024 bytes of UTF-8, no NUL, "_" only for _design/)? */
+bool store_docid_valid(const char *id, size_t len);
+
+/* varints (LEB128), bounded */
+br_err store_put_varint(br_buf *b, uint64_t v);
+br_err store_get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
+
+static inline void store_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+static inline uint32_t store_rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void store_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+static inline uint64_t store_rd64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* ---- document records (docrec.c) ---- */
+
+struct att_batch;
+
+/* The data of one leaf revision: its body and attachment stubs. */
+struct leafdata {
+    uint32_t node;     /* index in the tree when decoded; the encoder looks the rev up again */
+    struct br_rev rev; /* which leaf this is (indices move when a tree is pruned) */
+    const uint8_t *body; /* canonical CBOR map; borrowed from the record or owned via own */
+    size_t body_len;
+    struct br_att_stub *atts; /* owned */
+    size_t n_atts;
+    uint8_t *own; /* owned copy of body, or NULL when borrowed */
+};
+
+struct docrec {
+    struct br_hlc seq;
+    br_revtree tree;
+    struct leafdata *leaves;
+    size_t n_leaves;
+};
+
+void docrec_init(struct docrec *r);
+void docrec_fini(struct docrec *r);
+/* Decode a stored record (untrusted: BR_ESTORE on corruption). Bodies are borrowed from p. */
+br_err docrec_decode(const uint8_t *p, size_t n, struct docrec *r);
+br_err docrec_encode(const struct docrec *r, br_buf *out);
+struct leafdata *docrec_leaf(struct docrec *r, const struct br_rev *rev);
+/* Drop the data of leaf `rev` (it stopped being a leaf), releasing its blob references. */
+br_err docrec_drop_leaf(struct docrec *r, const struct br_rev *rev, struct att_batch *ab);
+void att_stubs_free(struct br_att_stub *a, size_t n);
+br_err att_stubs_copy(const struct br_att_stub *a, size_t n, struct br_att_stub **out);
+
+/* ---- attachments (att.c): called by the write path under db->wmu ---- */
+
+/* Per-batch state of att.c: blobs staged in this batch and reference-count deltas, so several
+ * documents of one batch can share a blob before anything is committed. */
+struct att_batch;
+br_err att_batch_new(struct att_batch **out);
+void att_batch_free(struct att_batch *ab); /* NULL is a no-op */
+
+/* Turn the attachments of one revision write into stubs (sorted by name, owned by the caller,
+ * freed with att_stubs_free): inline data is hashed (md5 + BLAKE2b-256) and, unless the
+ * database or this batch already holds that content, chunked into wb; a blob_key names a blob
+ * streamed in beforehand (br_att_writer); a stub keeps the parent leaf's attachment of that
+ * name, or (replicated writes) any blob of this database with that md5 digest. New inline
+ * attachments get revpos = `revpos` unless in->revpos is set. Errors: BR_EBADNAME (name),
+ * BR_ENOTFOUND (a stub or blob key that resolves to nothing), BR_ENOMEM, BR_ESTORE. */
+br_err att_prepare(struct br_db *db, rocksdb_writebatch_t *wb, struct att_batch *ab,
+                   const struct br_att_in *in, size_t n, const struct leafdata *parent,
+                   uint64_t revpos, struct br_att_stub **out, size_t *n_out,
+                   struct br_errbuf *eb);
+/* A leaf gained (+1) or lost (-1) a reference to blob `key`. */
+br_err att_ref(struct att_batch *ab, const uint8_t key[32], int delta);
+/* Apply the batch's reference deltas to the stored counts in wb; a blob whose count reaches zero
+ * is deleted (record, md5 index entry and chunks) in wb. Call once, just before committing. */
+br_err att_batch_flush(struct br_db *db, rocksdb_writebatch_t *wb, struct att_batch *ab);
+/* At store open: delete uploads left in progress by a crash and blobs nothing references. */
+br_err att_sweep(br_store *s, const uint8_t dbid[4]);
+
+#endif
