@@ -1,10 +1,10 @@
 /* alloc.c — allocation wrappers with a failure-injection counter for torture tests. */
+#include "barrel/alloc.h"
+
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "barrel/alloc.h"
 
 static atomic_long fail_after = -1; /* <0: never fail */
 static atomic_long count;

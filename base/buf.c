@@ -1,10 +1,11 @@
 /* buf.c — bounded growable buffer. */
+#include "barrel/buf.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "barrel/alloc.h"
-#include "barrel/buf.h"
 
 #define DEFAULT_MAX (SIZE_MAX / 2)
 

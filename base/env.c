@@ -1,4 +1,6 @@
 /* env.c — the real environment (clocks, random bytes, timers) and the timer queue. */
+#include "barrel/env.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -8,7 +10,6 @@
 #include <unistd.h>
 
 #include "barrel/alloc.h"
-#include "barrel/env.h"
 
 struct timer {
     uint64_t deadline;
@@ -176,8 +177,7 @@ static void timers_init(void)
         abort();
 }
 
-static br_err real_timer_add(void *ctx, uint64_t delay_ms, br_timer_fn fn, void *arg,
-                             uint64_t *id)
+static br_err real_timer_add(void *ctx, uint64_t delay_ms, br_timer_fn fn, void *arg, uint64_t *id)
 {
     (void)ctx;
     pthread_once(&timers_once, timers_init);

@@ -1,7 +1,7 @@
 /* err.c — the error string table. */
-#include <stdio.h>
-
 #include "barrel/err.h"
+
+#include <stdio.h>
 
 static const struct {
     const char *name;

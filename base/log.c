@@ -1,11 +1,11 @@
 /* log.c — leveled logging with a replaceable sink. */
+#include "barrel/log.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-
-#include "barrel/log.h"
 
 enum br_log_level br_log_level_current = BR_LOG_INFO;
 

@@ -630,6 +630,30 @@ static int cmd_all_docs(struct cli *c)
                              (json_int_t)0, "rows", ao.rows));
 }
 
+static int cmd_check(struct cli *c)
+{
+    if (c->argc != 1)
+        return fail_usage(c, "barrel check DB");
+    struct br_errbuf eb = {{0}};
+    br_db *db = NULL;
+    br_err e = open_db(c, c->argv[0], &db, &eb);
+    if (e)
+        return fail_err(c, e, eb.msg);
+    struct br_db_check chk;
+    e = br_db_check(db, &chk);
+    br_db_close(db);
+    if (e)
+        return fail_err(c, e, NULL);
+    int rc = emit(c, json_pack("{s:b,s:I,s:I,s:I}", "ok", chk.problems == 0, "docs",
+                               (json_int_t)chk.docs, "changes", (json_int_t)chk.changes,
+                               "problems", (json_int_t)chk.problems));
+    if (chk.problems) {
+        fprintf(c->err, "barrel: inconsistent: %s\n", chk.first);
+        return 1;
+    }
+    return rc;
+}
+
 static int cmd_help(struct cli *c)
 {
     fprintf(c->out,
@@ -646,6 +670,7 @@ static int cmd_help(struct cli *c)
             "  bulk DB [JSON|-]              {\"docs\": [...], \"new_edits\": bool}\n"
             "  all-docs DB [--startkey K] [--endkey K] [--limit N] [--descending] "
             "[--include-docs]\n"
+            "  check DB                      verify records, changes feed and digest agree\n"
             "\n"
             "The data directory defaults to %s. Output is JSON; errors go to stderr with a\n"
             "non-zero exit status (1: the operation failed, 2: usage).\n",
@@ -696,7 +721,7 @@ int br_cli_run(int argc, char **argv, FILE *in, FILE *out, FILE *err)
     } cmds[] = {
         {"db", cmd_db},           {"put", cmd_put},         {"get", cmd_get},
         {"delete", cmd_delete},   {"changes", cmd_changes}, {"revsdiff", cmd_revsdiff},
-        {"bulk", cmd_bulk},       {"all-docs", cmd_all_docs},
+        {"bulk", cmd_bulk},       {"all-docs", cmd_all_docs}, {"check", cmd_check},
     };
     c.argc = nrest - 1;
     c.argv = rest + 1;

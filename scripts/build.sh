@@ -141,9 +141,9 @@ cmake -S "$root" -B "$build_dir" \
     ${extra[@]+"${extra[@]}"}
 
 target_args=()
-for t in ${targets[@]+"${targets[@]}"}; do
-    target_args+=(--target "$t")
-done
+if ((${#targets[@]} > 0)); then
+    target_args=(--target "${targets[@]}") # one make run, so the targets build in parallel
+fi
 cmake --build "$build_dir" --parallel "$jobs" ${target_args[@]+"${target_args[@]}"}
 desc=$build_type
 if [[ -n $sanitize ]]; then

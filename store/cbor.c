@@ -23,7 +23,6 @@ enum {
     MT_TEXT = 3,
     MT_ARRAY = 4,
     MT_MAP = 5,
-    MT_SIMPLE = 7
 };
 
 /* Encode a head of major type mt with argument v in its shortest form; returns its length. */
@@ -183,15 +182,15 @@ static bool half_exact(double v, uint16_t *h)
     double m = frexp(a, &e); /* a = m * 2^e, m in [0.5, 1) */
     if (e - 1 >= -14) {
         /* normal: 1.f * 2^(e-1) with 10 fraction bits */
-        double sig = ldexp(m, 11);
-        if (sig != floor(sig))
+        double sig = ldexp(m, 11); /* in [1024, 2048): the cast is safe */
+        if (sig != (double)(uint32_t)sig)
             return false;
         *h = (uint16_t)(sign | (uint16_t)((e - 1 + 15) << 10) | (uint16_t)((uint32_t)sig - 1024));
         return true;
     }
     /* subnormal: k * 2^-24 with k < 1024 */
-    double k = ldexp(a, 24);
-    if (k != floor(k) || k >= 1024)
+    double k = ldexp(a, 24); /* below 1024 since a < 2^-14 */
+    if (k != (double)(uint32_t)k)
         return false;
     *h = (uint16_t)(sign | (uint16_t)k);
     return true;

@@ -227,3 +227,84 @@ void br_db_unwatch(br_db *db, uint64_t id)
     }
     pthread_rwlock_unlock(&db->watch_rw);
 }
+
+/* ---- streams ---- */
+
+struct br_changes_stream {
+    br_db *db;
+    struct br_changes_opts o;
+    struct br_hlc pos;
+};
+
+br_err br_changes_stream_open(br_db *db, const struct br_changes_opts *o,
+                              br_changes_stream **out)
+{
+    br_changes_stream *cs = br_calloc(1, sizeof *cs);
+    if (!cs)
+        return BR_ENOMEM;
+    cs->db = db;
+    if (o)
+        cs->o = *o;
+    cs->o.descending = false;
+    cs->pos = cs->o.since;
+    *out = cs;
+    return BR_OK;
+}
+
+struct counted {
+    br_changes_cb cb;
+    void *arg;
+    size_t n;
+};
+
+static int counted_cb(void *arg, const struct br_change *c)
+{
+    struct counted *k = arg;
+    k->n++;
+    return k->cb(k->arg, c);
+}
+
+br_err br_changes_stream_next(br_changes_stream *cs, size_t max, uint64_t timeout_ms,
+                              br_changes_cb cb, void *arg, struct br_hlc *batch_last)
+{
+    struct br_changes_opts o = cs->o;
+    o.limit = max ? max : (cs->o.limit ? cs->o.limit : 100);
+    uint64_t t0 = br_env_mono_ns(cs->db->s->env);
+    for (;;) {
+        struct counted k = {cb, arg, 0};
+        struct br_hlc last = cs->pos;
+        o.since = cs->pos;
+        br_err e = br_db_changes(cs->db, &o, counted_cb, &k, &last);
+        if (e)
+            return e;
+        if (k.n > 0) {
+            *batch_last = last;
+            return BR_OK;
+        }
+        /* Entries a filter dropped need no acknowledgement: move past them. */
+        if (br_hlc_cmp(last, cs->pos) > 0)
+            cs->pos = last;
+        uint64_t waited = (br_env_mono_ns(cs->db->s->env) - t0) / 1000000u;
+        if (waited >= timeout_ms)
+            return BR_ETIMEDOUT;
+        e = br_db_changes_wait(cs->db, cs->pos, timeout_ms - waited);
+        if (e && e != BR_ETIMEDOUT)
+            return e;
+    }
+}
+
+void br_changes_stream_ack(br_changes_stream *cs, struct br_hlc upto)
+{
+    if (br_hlc_cmp(upto, cs->pos) > 0)
+        cs->pos = upto;
+}
+
+struct br_hlc br_changes_stream_position(const br_changes_stream *cs)
+{
+    return cs->pos;
+}
+
+void br_changes_stream_close(br_changes_stream *cs)
+{
+    br_free(cs);
+}

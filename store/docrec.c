@@ -223,6 +223,9 @@ br_err docrec_decode(const uint8_t *p, size_t n, struct docrec *r)
         uint64_t node;
         if (store_get_varint(&p, end, &node) || node >= r->tree.n || !r->tree.nodes[node].leaf)
             return BR_ESTORE;
+        for (size_t j = 0; j < i; j++) /* each leaf has its data exactly once */
+            if (r->leaves[j].node == node)
+                return BR_ESTORE;
         l->node = (uint32_t)node;
         l->rev = r->tree.nodes[node].rev;
         e = get_span(&p, end, &l->body, &l->body_len);

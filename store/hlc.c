@@ -6,12 +6,13 @@
  * clock cannot drag the mesh into its future. The counter never wraps: passing
  * BR_HLC_LOGICAL_MAX is BR_ECLOCK (HLC-14). Physical time is read only through struct br_env;
  * one mutex guards the clock state. Also the 12-byte big-endian and "wall:logical" forms. */
+#include "barrel/hlc.h"
+
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 
 #include "barrel/alloc.h"
-#include "barrel/hlc.h"
 #include "barrel/log.h"
 
 struct br_hlc_clock {
@@ -187,8 +188,10 @@ br_err br_hlc_update(br_hlc_clock *c, struct br_hlc remote, struct br_hlc *out)
         c->last = next;
     pthread_mutex_unlock(&c->mu);
     if (ahead > 0)
-        br_log(BR_LOG_WARN, "hlc", "remote clock ahead, not adopted remote_wall=%" PRIu64
-               " wall=%" PRIu64 " ahead_ms=%" PRIu64, remote.wall, pt, ahead);
+        br_log(BR_LOG_WARN, "hlc",
+               "remote clock ahead, not adopted remote_wall=%" PRIu64 " wall=%" PRIu64
+               " ahead_ms=%" PRIu64,
+               remote.wall, pt, ahead);
     if (e == BR_OK && out)
         *out = next;
     return e;

@@ -6,6 +6,8 @@
  * Equal edits on two nodes therefore give equal revisions, so identical concurrent edits
  * collapse instead of conflicting. Parsing is strict: everything we accept formats back to the
  * same text. */
+#include "barrel/rev.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +19,6 @@
 #include "barrel/buf.h"
 #include "barrel/cbor.h"
 #include "barrel/env.h"
-#include "barrel/rev.h"
 
 #define HASH_BYTES 16 /* BLAKE2b-128 */
 
@@ -139,9 +140,8 @@ static int digest_cmp(const void *pa, const void *pb)
     return memcmp(a, b, la);
 }
 
-br_err br_rev_make(const struct br_rev *parent, bool deleted, const uint8_t *body,
-                   size_t body_len, const char *const *att_digests, size_t n_atts,
-                   struct br_rev *out)
+br_err br_rev_make(const struct br_rev *parent, bool deleted, const uint8_t *body, size_t body_len,
+                   const char *const *att_digests, size_t n_atts, struct br_rev *out)
 {
     br_err e = BR_OK;
     br_buf b;

@@ -17,32 +17,23 @@
  * Every tree has exactly one encoding, and the decoder, which treats its input as untrusted,
  * accepts only that one (non-minimal varints, stray flag or pad bits, trailing bytes, duplicate
  * revisions and inconsistent generations are all BR_EPROTO). */
+#include "barrel/revtree.h"
+
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "barrel/alloc.h"
-#include "barrel/revtree.h"
 
 #define MAX_NODES (BR_REVTREE_NONE - 1)
 #define FLAG_ROOT 0x01u
 #define FLAG_DELETED 0x02u
 #define MIN_NODE_BYTES 4 /* flags, gen, hash length, one byte of hash */
 
-static bool is_lower_hex(char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
-
+/* A document revision as br_rev_parse makes it (gen >= 1, 1..64 lowercase hex digits). */
 static bool rev_valid(const struct br_rev *r)
 {
-    if (r->gen == 0 || r->gen > BR_REV_GEN_MAX)
-        return false;
-    if (r->hash_len == 0 || r->hash_len > BR_REV_HASH_MAX)
-        return false;
-    for (size_t i = 0; i < r->hash_len; i++)
-        if (!is_lower_hex(r->hash[i]))
-            return false;
-    return true;
+    return br_rev_path_check(r, 1) == BR_OK;
 }
 
 void br_revtree_init(br_revtree *t)
@@ -82,6 +73,8 @@ static br_err reserve(br_revtree *t, size_t extra)
         ncap = need;
     if (ncap > MAX_NODES)
         ncap = MAX_NODES;
+    if (ncap > SIZE_MAX / sizeof *t->nodes)
+        return BR_ENOMEM;
     struct br_revtree_node *p = br_realloc(t->nodes, ncap * sizeof *p);
     if (!p)
         return BR_ENOMEM;
@@ -329,7 +322,9 @@ br_err br_revtree_encode(const br_revtree *t, br_buf *out)
     e = br_buf_append(out, tmp, k);
     for (uint32_t i = 0; !e && i < t->n; i++) {
         const struct br_revtree_node *nd = &t->nodes[i];
-        if (!rev_valid(&nd->rev) || (nd->parent != BR_REVTREE_NONE && nd->parent >= i)) {
+        if (!rev_valid(&nd->rev) ||
+            (nd->parent != BR_REVTREE_NONE &&
+             (nd->parent >= i || nd->rev.gen != t->nodes[nd->parent].rev.gen + 1))) {
             e = BR_EINVAL;
             break;
         }

@@ -7,6 +7,7 @@
 #include <criterion/redirect.h>
 
 #include "barrel/log.h"
+
 #include "testutil.h"
 
 static int evaluated;
@@ -48,8 +49,8 @@ Test(log, every_level_filters_the_ones_above_it)
         br_log_set_level((enum br_log_level)set);
         cr_assert(eq(int, br_log_get_level(), set));
         for (int l = BR_LOG_ERROR; l <= BR_LOG_TRACE; l++)
-            cr_assert(eq(int, br_log_enabled((enum br_log_level)l), l <= set), "set=%d l=%d",
-                      set, l);
+            cr_assert(eq(int, br_log_enabled((enum br_log_level)l), l <= set), "set=%d l=%d", set,
+                      l);
     }
 }
 
@@ -180,5 +181,5 @@ Test(log, level_names)
     cr_assert(eq(str, (char *)br_log_level_name(BR_LOG_DEBUG), "debug"));
     cr_assert(eq(str, (char *)br_log_level_name(BR_LOG_TRACE), "trace"));
     cr_assert(eq(str, (char *)br_log_level_name((enum br_log_level)99), "?"));
-    cr_assert(eq(str, (char *)br_log_level_name((enum br_log_level)-1), "?"));
+    cr_assert(eq(str, (char *)br_log_level_name((enum br_log_level)(-1)), "?"));
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "barrel/alloc.h"
 #include "barrel/buf.h"
 #include "barrel/revtree.h"
 
@@ -60,8 +61,8 @@ static void same_outcome(const br_revtree *a, const br_revtree *b)
         require(br_rev_eq(&a->nodes[la[i]].rev, &b->nodes[lb[i]].rev));
         require(a->nodes[la[i]].deleted == b->nodes[lb[i]].deleted);
     }
-    free(la);
-    free(lb);
+    br_free(la);
+    br_free(lb);
 }
 
 static void round_trip(const br_revtree *t, const uint8_t *expect, size_t expect_len)
@@ -130,7 +131,7 @@ static size_t make_path(struct cursor *c, const br_revtree *t, struct br_rev *pa
             make_rev(c, hist[0].gen + fresh - k, &path[n++]);
         for (uint32_t k = 0; k < hn; k++)
             path[n++] = hist[k];
-        free(hist);
+        br_free(hist);
     } else {
         uint64_t top = (uint64_t)take(c) % 40 + 1;
         size_t len = take(c) % 6 + 1;

@@ -265,7 +265,7 @@ static void stream_in(const uint8_t *data, size_t len, size_t piece, uint8_t key
     cr_assert_eq(length, len);
 }
 
-TestSuite(att, .init = setup, .fini = teardown, .timeout = 300);
+TestSuite(att, .init = setup, .fini = teardown);
 
 /* ---- ATT-01 ---- */
 
@@ -802,7 +802,7 @@ static void pattern(uint8_t *p, uint64_t off, size_t n)
     }
 }
 
-Test(att, stream_200mib_roundtrip_peak_rss_stays_small, .timeout = 600)
+Test(att, stream_200mib_roundtrip_peak_rss_stays_small)
 {
     const uint64_t total = 200ull << 20;
     const size_t piece = 96 * 1024; /* not a multiple of the chunk */

@@ -1162,3 +1162,156 @@ Test(docs, group_commit_shares_fsyncs_between_concurrent_writers)
                  (unsigned long long)fs, THREADS * EACH);
     cr_expect_gt(fs, 0);
 }
+
+/* ---- consistency check ---- */
+
+Test(docs, check_finds_a_consistent_database_consistent)
+{
+    struct br_rev r;
+    cr_assert_eq(put_json("a", "{\"x\":1}", &r), BR_OK);
+    char up[200];
+    snprintf(up, sizeof up, "{\"_rev\":\"%s\",\"x\":2}", rtxt(&r));
+    cr_assert_eq(put_json("a", up, &r), BR_OK);
+    cr_assert_eq(put_json("b", "{}", NULL), BR_OK);
+    const char *h[] = {"2-ffff", "1-aaaa"};
+    cr_assert_eq(put_rev("c", "{}", false, h, 2), BR_OK);
+    struct br_put del = {.id = "a", .id_len = 1, .rev = &r, .deleted = true};
+    struct br_put_result res;
+    cr_assert_eq(br_db_put(db, &del, &NOSYNC, &res), BR_OK);
+    struct br_db_check chk;
+    cr_assert_eq(br_db_check(db, &chk), BR_OK);
+    cr_expect_eq(chk.problems, 0, "%s", chk.first);
+    cr_expect_eq(chk.docs, 3);
+    cr_expect_eq(chk.changes, 3);
+}
+
+Test(docs, check_reports_an_orphaned_change_entry_and_a_stale_digest)
+{
+    cr_assert_eq(put_json("a", "{}", NULL), BR_OK);
+    uint8_t key[4 + BR_HLC_BYTES];
+    memcpy(key, db->dbid, 4);
+    br_hlc_encode((struct br_hlc){1, 0}, key + 4);
+    char *err = NULL;
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_put_cf(st->rdb, wo, st->cf[CF_CHANGES], (const char *)key, sizeof key,
+                   "\x00\x06" "1-aaaaghost", 11, &err);
+    cr_assert_null(err);
+    uint8_t dk[5];
+    memcpy(dk, db->dbid, 4);
+    dk[4] = 'd';
+    uint8_t rec[DIGEST_LEN];
+    struct br_db tmp = *db;
+    tmp.digest.doc_count = 7;
+    store_digest_encode(&tmp, rec);
+    rocksdb_put_cf(st->rdb, wo, st->cf[CF_META], (const char *)dk, 5, (const char *)rec,
+                   DIGEST_LEN, &err);
+    cr_assert_null(err);
+    rocksdb_writeoptions_destroy(wo);
+    struct br_db_check chk;
+    cr_assert_eq(br_db_check(db, &chk), BR_OK);
+    cr_expect_eq(chk.problems, 2, "orphan entry and wrong count: %s", chk.first);
+}
+
+/* ---- streams (CHG-15, CHG-17..19) ---- */
+
+Test(docs, chg15_digest_answers_has_changes_since_without_false_negatives)
+{
+    struct br_db_digest dg;
+    cr_assert_eq(br_db_digest(db, &dg), BR_OK);
+    struct br_hlc before = dg.last;
+    cr_expect_eq(br_hlc_cmp(dg.last, before), 0, "no change since now");
+    cr_assert_eq(put_json("a", "{}", NULL), BR_OK);
+    cr_assert_eq(br_db_digest(db, &dg), BR_OK);
+    cr_expect_gt(br_hlc_cmp(dg.last, before), 0, "a change since `before` is seen");
+}
+
+Test(docs, chg17_stream_iterates_in_order_then_reports_done)
+{
+    for (int i = 0; i < 5; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "d%d", i);
+        cr_assert_eq(put_json(id, "{}", NULL), BR_OK);
+    }
+    br_changes_stream *cs;
+    cr_assert_eq(br_changes_stream_open(db, NULL, &cs), BR_OK);
+    struct feed f;
+    memset(&f, 0, sizeof f);
+    struct br_hlc last;
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(br_changes_stream_next(cs, 1, 0, collect_change, &f, &last), BR_OK);
+        br_changes_stream_ack(cs, last);
+    }
+    cr_expect_eq(br_changes_stream_next(cs, 1, 0, collect_change, &f, &last), BR_ETIMEDOUT,
+                 "done");
+    cr_assert_eq(f.n, 5);
+    for (int i = 0; i < 5; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "d%d", i);
+        cr_expect_str_eq(f.ids[i], id);
+    }
+    br_changes_stream_close(cs);
+}
+
+Test(docs, chg18_unacknowledged_batch_is_delivered_again_and_ack_moves_on)
+{
+    for (int i = 0; i < 4; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "d%d", i);
+        cr_assert_eq(put_json(id, "{}", NULL), BR_OK);
+    }
+    br_changes_stream *cs;
+    cr_assert_eq(br_changes_stream_open(db, NULL, &cs), BR_OK);
+    struct feed f;
+    memset(&f, 0, sizeof f);
+    struct br_hlc last;
+    cr_assert_eq(br_changes_stream_next(cs, 3, 0, collect_change, &f, &last), BR_OK);
+    cr_assert_eq(f.n, 3);
+    memset(&f, 0, sizeof f);
+    cr_assert_eq(br_changes_stream_next(cs, 3, 0, collect_change, &f, &last), BR_OK);
+    cr_expect_eq(f.n, 3, "not acknowledged: the same batch again");
+    cr_expect_str_eq(f.ids[0], "d0");
+    br_changes_stream_ack(cs, last);
+    memset(&f, 0, sizeof f);
+    cr_assert_eq(br_changes_stream_next(cs, 3, 0, collect_change, &f, &last), BR_OK);
+    cr_assert_eq(f.n, 1);
+    cr_expect_str_eq(f.ids[0], "d3");
+    br_changes_stream_close(cs);
+}
+
+Test(docs, chg19_idle_stream_still_delivers_a_later_change)
+{
+    br_changes_stream *cs;
+    cr_assert_eq(br_changes_stream_open(db, NULL, &cs), BR_OK);
+    struct feed f;
+    memset(&f, 0, sizeof f);
+    struct br_hlc last;
+    for (int i = 0; i < 5; i++) /* idle for several intervals */
+        cr_expect_eq(br_changes_stream_next(cs, 10, 20, collect_change, &f, &last),
+                     BR_ETIMEDOUT);
+    pthread_t t;
+    pthread_create(&t, NULL, delayed_writer, NULL);
+    cr_expect_eq(br_changes_stream_next(cs, 10, 10000, collect_change, &f, &last), BR_OK);
+    pthread_join(t, NULL);
+    cr_assert_eq(f.n, 1);
+    cr_expect_str_eq(f.ids[0], "late");
+    br_changes_stream_close(cs);
+}
+
+Test(docs, stream_with_doc_ids_waits_past_changes_it_filters_out)
+{
+    const char *ids[] = {"late"};
+    struct br_changes_opts o = {.doc_ids = ids, .n_doc_ids = 1};
+    br_changes_stream *cs;
+    cr_assert_eq(br_changes_stream_open(db, &o, &cs), BR_OK);
+    cr_assert_eq(put_json("other", "{}", NULL), BR_OK);
+    struct feed f;
+    memset(&f, 0, sizeof f);
+    struct br_hlc last;
+    pthread_t t;
+    pthread_create(&t, NULL, delayed_writer, NULL);
+    cr_expect_eq(br_changes_stream_next(cs, 10, 10000, collect_change, &f, &last), BR_OK);
+    pthread_join(t, NULL);
+    cr_assert_eq(f.n, 1);
+    cr_expect_str_eq(f.ids[0], "late");
+    br_changes_stream_close(cs);
+}

@@ -10,6 +10,7 @@
 #include "barrel/alloc.h"
 #include "barrel/hlc.h"
 #include "barrel/log.h"
+
 #include "testutil.h"
 
 struct manual {
@@ -49,7 +50,7 @@ static br_hlc_clock *new_clock(uint64_t wall, uint64_t max_skew)
     return c;
 }
 
-static struct br_hlc H(uint64_t w, uint32_t l)
+static struct br_hlc hlc_of(uint64_t w, uint32_t l)
 {
     struct br_hlc h = {w, l};
     return h;
@@ -110,8 +111,9 @@ Test(hlc, hlc02_now_positive_and_never_decreasing)
 Test(hlc, hlc03_update_result_not_less_than_remote)
 {
     br_hlc_clock *c = new_clock(5000, 1000);
-    struct br_hlc out, remotes[] = {H(1, 0), H(5000, 3), H(5000, 0), H(5500, 7), H(5500, 2),
-                                    H(4999, 100), H(5900, 0)};
+    struct br_hlc out,
+        remotes[] = {hlc_of(1, 0),    hlc_of(5000, 3),   hlc_of(5000, 0), hlc_of(5500, 7),
+                     hlc_of(5500, 2), hlc_of(4999, 100), hlc_of(5900, 0)};
     for (size_t i = 0; i < sizeof remotes / sizeof remotes[0]; i++) {
         struct br_hlc before = br_hlc_peek(c);
         cr_assert_eq(br_hlc_update(c, remotes[i], &out), BR_OK);
@@ -119,7 +121,7 @@ Test(hlc, hlc03_update_result_not_less_than_remote)
         cr_assert_gt(br_hlc_cmp(out, before), 0);
         assert_hlc(br_hlc_peek(c), out.wall, out.logical);
     }
-    cr_assert_eq(br_hlc_update(c, H(1, 1), NULL), BR_OK); /* out may be NULL */
+    cr_assert_eq(br_hlc_update(c, hlc_of(1, 1), NULL), BR_OK); /* out may be NULL */
     br_hlc_clock_free(c);
 }
 
@@ -169,7 +171,7 @@ Test(hlc, hlc07_binary_form_is_12_bytes_and_round_trips)
     br_hlc_encode(BR_HLC_MAX, buf);
     cr_assert_eq(memcmp(buf, ff, sizeof buf), 0);
     assert_hlc(br_hlc_decode(buf), UINT64_MAX, UINT32_MAX);
-    struct br_hlc h = H(0x0102030405060708ull, 0x090a0b0cu);
+    struct br_hlc h = hlc_of(0x0102030405060708ull, 0x090a0b0cu);
     br_hlc_encode(h, buf);
     for (int i = 0; i < 12; i++)
         cr_assert_eq(buf[i], i + 1, "byte %d is big-endian", i);
@@ -177,9 +179,18 @@ Test(hlc, hlc07_binary_form_is_12_bytes_and_round_trips)
 }
 
 static const struct br_hlc ordered[] = {
-    {0, 0},          {0, 1},         {0, 255},        {0, 256},          {1, 0},
-    {255, 7},        {256, 0},       {1609459200000ull, 0},             {1609459200000ull, 42},
-    {1609459200001ull, 0},           {UINT64_MAX - 1, UINT32_MAX},      {UINT64_MAX, 0},
+    {0, 0},
+    {0, 1},
+    {0, 255},
+    {0, 256},
+    {1, 0},
+    {255, 7},
+    {256, 0},
+    {1609459200000ull, 0},
+    {1609459200000ull, 42},
+    {1609459200001ull, 0},
+    {UINT64_MAX - 1, UINT32_MAX},
+    {UINT64_MAX, 0},
     {UINT64_MAX, UINT32_MAX},
 };
 #define N_ORDERED (sizeof ordered / sizeof ordered[0])
@@ -222,12 +233,27 @@ Test(hlc, hlc09_text_form_round_trips)
 /* HLC-09 */
 Test(hlc, hlc09_text_form_rejects_malformed)
 {
-    static const char *const bad[] = {
-        "invalid", "not:a:number", "", ":", "1:", ":1", "1:2:3", "-1:2", "+1:2", "1:-2",
-        " 1:2", "1:2 ", "1 :2", "1;2", "0x10:2", "1.5:2", "18446744073709551616:0",
-        "99999999999999999999:0", "1:4294967296", "1:99999999999",
-    };
-    struct br_hlc h = H(7, 7);
+    static const char *const bad[] = {"invalid",
+                                      "not:a:number",
+                                      "",
+                                      ":",
+                                      "1:",
+                                      ":1",
+                                      "1:2:3",
+                                      "-1:2",
+                                      "+1:2",
+                                      "1:-2",
+                                      " 1:2",
+                                      "1:2 ",
+                                      "1 :2",
+                                      "1;2",
+                                      "0x10:2",
+                                      "1.5:2",
+                                      "18446744073709551616:0",
+                                      "99999999999999999999:0",
+                                      "1:4294967296",
+                                      "1:99999999999"};
+    struct br_hlc h = hlc_of(7, 7);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cr_assert_eq(br_hlc_parse(bad[i], strlen(bad[i]), &h), BR_EINVAL, "'%s'", bad[i]);
         assert_hlc(h, 7, 7); /* untouched */
@@ -241,12 +267,12 @@ Test(hlc, hlc09_text_form_rejects_malformed)
 /* HLC-10 */
 Test(hlc, hlc10_compare_wall_first_then_logical)
 {
-    cr_assert_eq(br_hlc_cmp(H(1, 0), H(2, 0)), -1);
-    cr_assert_eq(br_hlc_cmp(H(2, 0), H(1, 0)), 1);
-    cr_assert_eq(br_hlc_cmp(H(1, 99), H(2, 0)), -1); /* wall dominates */
-    cr_assert_eq(br_hlc_cmp(H(5, 1), H(5, 2)), -1);
-    cr_assert_eq(br_hlc_cmp(H(5, 2), H(5, 1)), 1);
-    cr_assert_eq(br_hlc_cmp(H(5, 2), H(5, 2)), 0);
+    cr_assert_eq(br_hlc_cmp(hlc_of(1, 0), hlc_of(2, 0)), -1);
+    cr_assert_eq(br_hlc_cmp(hlc_of(2, 0), hlc_of(1, 0)), 1);
+    cr_assert_eq(br_hlc_cmp(hlc_of(1, 99), hlc_of(2, 0)), -1); /* wall dominates */
+    cr_assert_eq(br_hlc_cmp(hlc_of(5, 1), hlc_of(5, 2)), -1);
+    cr_assert_eq(br_hlc_cmp(hlc_of(5, 2), hlc_of(5, 1)), 1);
+    cr_assert_eq(br_hlc_cmp(hlc_of(5, 2), hlc_of(5, 2)), 0);
 }
 
 /* HLC-11 */
@@ -276,19 +302,15 @@ Test(hlc, hlc12_vector_table)
         br_err err;
         struct br_hlc want;
     } rows[] = {
-        {5, false, {0, 0}, BR_OK, {5, 0}},
-        {6, false, {0, 0}, BR_OK, {6, 0}},
-        {10, true, {10, 5}, BR_OK, {10, 6}},
-        {7, false, {0, 0}, BR_OK, {10, 7}},
-        {8, true, {10, 4}, BR_OK, {10, 8}},
-        {9, true, {1100, 888}, BR_ECLOCK, {10, 8}},
-        {10, true, {10, 99}, BR_OK, {10, 100}},
-        {11, true, {10, 31}, BR_OK, {11, 0}},
+        {5, false, {0, 0}, BR_OK, {5, 0}},      {6, false, {0, 0}, BR_OK, {6, 0}},
+        {10, true, {10, 5}, BR_OK, {10, 6}},    {7, false, {0, 0}, BR_OK, {10, 7}},
+        {8, true, {10, 4}, BR_OK, {10, 8}},     {9, true, {1100, 888}, BR_ECLOCK, {10, 8}},
+        {10, true, {10, 99}, BR_OK, {10, 100}}, {11, true, {10, 31}, BR_OK, {11, 0}},
         {11, false, {0, 0}, BR_OK, {11, 1}},
     };
     br_hlc_clock *c = new_clock(0, 1000);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        struct br_hlc out = H(12345, 6789);
+        struct br_hlc out = hlc_of(12345, 6789);
         br_err e;
         clk.wall = rows[i].pt;
         if (rows[i].recv)
@@ -312,15 +334,15 @@ Test(hlc, hlc13_max_offset_rejects_then_zero_accepts)
     const uint64_t pt = 123456789;
     br_hlc_clock *c = new_clock(pt, 50);
     struct br_hlc before = br_hlc_peek(c), out;
-    cr_assert_eq(br_hlc_update(c, H(pt + 51, 0), &out), BR_ECLOCK);
+    cr_assert_eq(br_hlc_update(c, hlc_of(pt + 51, 0), &out), BR_ECLOCK);
     assert_hlc(br_hlc_peek(c), before.wall, before.logical);
     cr_assert_eq(br_hlc_skew_rejections(c), 1);
-    cr_assert_eq(br_hlc_update(c, H(pt + 50, 0), &out), BR_OK); /* exactly at the limit */
+    cr_assert_eq(br_hlc_update(c, hlc_of(pt + 50, 0), &out), BR_OK); /* exactly at the limit */
     assert_hlc(out, pt + 50, 1);
     br_hlc_clock_free(c);
 
     c = new_clock(pt, 0);
-    cr_assert_eq(br_hlc_update(c, H(pt + 51, 0), &out), BR_OK);
+    cr_assert_eq(br_hlc_update(c, hlc_of(pt + 51, 0), &out), BR_OK);
     cr_assert_eq(out.wall, pt + 51);
     cr_assert_eq(br_hlc_skew_rejections(c), 0);
     br_hlc_clock_free(c);
@@ -338,14 +360,14 @@ Test(hlc, hlc13_default_skew_refusal_counted_and_logged)
     old_level = br_log_get_level();
     br_log_set_level(BR_LOG_WARN);
     tu_log_capture();
-    cr_assert_eq(br_hlc_update(c, H(pt + 300001, 0), &out), BR_ECLOCK);
-    cr_assert_eq(br_hlc_update(c, H(pt + 86400000, 5), &out), BR_ECLOCK);
+    cr_assert_eq(br_hlc_update(c, hlc_of(pt + 300001, 0), &out), BR_ECLOCK);
+    cr_assert_eq(br_hlc_update(c, hlc_of(pt + 86400000, 5), &out), BR_ECLOCK);
     cr_assert(tu_log_contains("hlc"));
     cr_assert(tu_log_contains("ahead_ms=300001"));
     br_log_set_sink(NULL, NULL);
     br_log_set_level(old_level);
     cr_assert_eq(br_hlc_skew_rejections(c), 2);
-    cr_assert_eq(br_hlc_update(c, H(pt + 300000, 0), &out), BR_OK);
+    cr_assert_eq(br_hlc_update(c, hlc_of(pt + 300000, 0), &out), BR_OK);
     assert_hlc(out, pt + 300000, 1);
     br_hlc_clock_free(c);
 }
@@ -354,17 +376,17 @@ Test(hlc, hlc13_default_skew_refusal_counted_and_logged)
 Test(hlc, hlc14_logical_overflow_is_error_not_wrap)
 {
     br_hlc_clock *c = new_clock(10, 0);
-    struct br_hlc out = H(1, 1);
-    br_hlc_clock_restore(c, H(10, BR_HLC_LOGICAL_MAX - 1));
+    struct br_hlc out = hlc_of(1, 1);
+    br_hlc_clock_restore(c, hlc_of(10, BR_HLC_LOGICAL_MAX - 1));
     cr_assert_eq(br_hlc_now(c, &out), BR_OK);
     assert_hlc(out, 10, BR_HLC_LOGICAL_MAX);
     cr_assert_eq(br_hlc_now(c, &out), BR_ECLOCK);
     assert_hlc(out, 10, BR_HLC_LOGICAL_MAX);
     assert_hlc(br_hlc_peek(c), 10, BR_HLC_LOGICAL_MAX);
     /* receive, w == rw */
-    cr_assert_eq(br_hlc_update(c, H(10, 3), &out), BR_ECLOCK);
+    cr_assert_eq(br_hlc_update(c, hlc_of(10, 3), &out), BR_ECLOCK);
     /* receive, w > rw */
-    cr_assert_eq(br_hlc_update(c, H(9, 3), &out), BR_ECLOCK);
+    cr_assert_eq(br_hlc_update(c, hlc_of(9, 3), &out), BR_ECLOCK);
     assert_hlc(br_hlc_peek(c), 10, BR_HLC_LOGICAL_MAX);
     cr_assert_eq(br_hlc_skew_rejections(c), 0); /* overflow is not a skew refusal */
     /* once physical time moves on, the clock works again */
@@ -372,10 +394,10 @@ Test(hlc, hlc14_logical_overflow_is_error_not_wrap)
     cr_assert_eq(br_hlc_now(c, &out), BR_OK);
     assert_hlc(out, 11, 0);
     /* receive, rw > w, remote counter at the cap; and w == rw with a huge remote counter */
-    cr_assert_eq(br_hlc_update(c, H(12, BR_HLC_LOGICAL_MAX), &out), BR_ECLOCK);
-    cr_assert_eq(br_hlc_update(c, H(11, UINT32_MAX), &out), BR_ECLOCK);
+    cr_assert_eq(br_hlc_update(c, hlc_of(12, BR_HLC_LOGICAL_MAX), &out), BR_ECLOCK);
+    cr_assert_eq(br_hlc_update(c, hlc_of(11, UINT32_MAX), &out), BR_ECLOCK);
     assert_hlc(br_hlc_peek(c), 11, 0);
-    cr_assert_eq(br_hlc_update(c, H(12, BR_HLC_LOGICAL_MAX - 1), &out), BR_OK);
+    cr_assert_eq(br_hlc_update(c, hlc_of(12, BR_HLC_LOGICAL_MAX - 1), &out), BR_OK);
     assert_hlc(out, 12, BR_HLC_LOGICAL_MAX);
     br_hlc_clock_free(c);
 }
@@ -385,10 +407,10 @@ Test(hlc, restore_never_goes_backwards)
 {
     br_hlc_clock *c = new_clock(100, 0);
     struct br_hlc out;
-    br_hlc_clock_restore(c, H(5000, 3));
+    br_hlc_clock_restore(c, hlc_of(5000, 3));
     cr_assert_eq(br_hlc_now(c, &out), BR_OK);
     assert_hlc(out, 5000, 4);
-    br_hlc_clock_restore(c, H(10, 0));
+    br_hlc_clock_restore(c, hlc_of(10, 0));
     assert_hlc(br_hlc_peek(c), 5000, 4);
     br_hlc_clock_free(c);
 }
@@ -406,7 +428,7 @@ static void *work(void *arg)
     struct worker *w = arg;
     for (int i = 0; i < PER_THREAD; i++) {
         if (i % 3 == 2) {
-            if (br_hlc_update(w->c, H(77, (uint32_t)i), &w->got[i]) != BR_OK)
+            if (br_hlc_update(w->c, hlc_of(77, (uint32_t)i), &w->got[i]) != BR_OK)
                 abort();
         } else if (br_hlc_now(w->c, &w->got[i]) != BR_OK) {
             abort();

@@ -10,7 +10,7 @@
 #include "barrel/env.h"
 #include "barrel/rev.h"
 
-static struct br_rev R(const char *s)
+static struct br_rev rev_of(const char *s)
 {
     struct br_rev r;
     cr_assert_eq(br_rev_parse(s, strlen(s), &r), BR_OK, "parse '%s'", s);
@@ -40,11 +40,11 @@ static bool all_lower_hex(const char *s, size_t n)
 /* REV-01 */
 Test(rev, rev01_parse_gen_and_hash)
 {
-    struct br_rev r = R("10-abc123");
+    struct br_rev r = rev_of("10-abc123");
     cr_assert_eq(r.gen, 10);
     cr_assert_eq(r.hash_len, 6);
     cr_assert_str_eq(r.hash, "abc123");
-    r = R("9007199254740991-0");
+    r = rev_of("9007199254740991-0");
     cr_assert_eq(r.gen, BR_REV_GEN_MAX);
     char h64[80];
     memset(h64, 'f', sizeof h64);
@@ -58,7 +58,7 @@ Test(rev, rev01_parse_gen_and_hash)
  * zero value (gen 0, empty hash) is the (0, "") of upstream: it formats as "". */
 Test(rev, rev01_empty_is_no_revision)
 {
-    struct br_rev r = R("1-a"), zero;
+    struct br_rev r = rev_of("1-a"), zero;
     char buf[BR_REV_TEXT_MAX];
     cr_assert_eq(br_rev_parse("", 0, &r), BR_EBADREV);
     cr_assert_eq(r.gen, 1); /* untouched on error */
@@ -70,11 +70,25 @@ Test(rev, rev01_empty_is_no_revision)
 /* REV-01: anything that is not exactly "N-hex" is a bad revision. */
 Test(rev, rev01_parse_rejects_malformed)
 {
-    static const char *const bad[] = {
-        "abc", "-abc", "0-abc", "01-abc", "1-", "1-ABC", "1-abcG", "1-xyz", "1-a-b", " 1-a",
-        "1-a ", "+1-a", "1 -a", "-1-a", "9007199254740992-a", "99999999999999999999-a",
-        "1.0-a", "0x1-a", "1--a",
-    };
+    static const char *const bad[] = {"abc",
+                                      "-abc",
+                                      "0-abc",
+                                      "01-abc",
+                                      "1-",
+                                      "1-ABC",
+                                      "1-abcG",
+                                      "1-xyz",
+                                      "1-a-b",
+                                      " 1-a",
+                                      "1-a ",
+                                      "+1-a",
+                                      "1 -a",
+                                      "-1-a",
+                                      "9007199254740992-a",
+                                      "99999999999999999999-a",
+                                      "1.0-a",
+                                      "0x1-a",
+                                      "1--a"};
     struct br_rev r;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(br_rev_parse(bad[i], strlen(bad[i]), &r), BR_EBADREV, "'%s'", bad[i]);
@@ -91,7 +105,8 @@ Test(rev, rev02_format)
     char buf[BR_REV_TEXT_MAX];
     cr_assert_eq(br_rev_format(&r, buf), 8);
     cr_assert_str_eq(buf, "3-abc123");
-    struct br_rev m = R("9007199254740991-ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
+    struct br_rev m =
+        rev_of("9007199254740991-ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
     size_t n = br_rev_format(&m, buf);
     cr_assert_eq(n, 16 + 1 + 64);
     struct br_rev back;
@@ -110,8 +125,9 @@ Test(rev, local_revision_parse_and_format)
     cr_assert_eq(br_rev_parse_local("0-9007199254740991", 18, &r), BR_OK);
     cr_assert_eq(br_rev_format(&r, buf), 18);
     cr_assert_str_eq(buf, "0-9007199254740991");
-    static const char *const bad[] = {"0-0", "0-01", "1-1", "0-", "0-a", "0-1a", "0-9007199254740992",
-                                      "00-1", "0--1", "", "0", "0-+1"};
+    static const char *const bad[] = {
+        "0-0",  "0-01", "1-1", "0-", "0-a", "0-1a", "0-9007199254740992",
+        "00-1", "0--1", "",    "0",  "0-+1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(br_rev_parse_local(bad[i], strlen(bad[i]), &r), BR_EBADREV, "'%s'", bad[i]);
     cr_assert_eq(br_rev_parse("0-1", 3, &r), BR_EBADREV); /* not a document revision */
@@ -120,7 +136,7 @@ Test(rev, local_revision_parse_and_format)
 /* REV-03 */
 Test(rev, rev03_hash_deterministic)
 {
-    struct br_rev p = R("1-abc"), a = make(&p, false, body_a1, sizeof body_a1),
+    struct br_rev p = rev_of("1-abc"), a = make(&p, false, body_a1, sizeof body_a1),
                   b = make(&p, false, body_a1, sizeof body_a1);
     cr_assert(br_rev_eq(&a, &b));
     cr_assert_eq(a.gen, 2);
@@ -141,7 +157,7 @@ Test(rev, rev03_hash_known_answers)
     cr_assert_str_eq(r.hash, "11f78dac88da54bb9213198b94568e25");
     cr_assert_eq(r.gen, 1);
     /* 84 65 "1-abc" f5 a1 61 61 01 82 62 "zz" 63 "aaa" */
-    struct br_rev p = R("1-abc");
+    struct br_rev p = rev_of("1-abc");
     const char *const d1[] = {"aaa", "zz"}, *const d2[] = {"zz", "aaa"};
     cr_assert_eq(br_rev_make(&p, true, body_a1, sizeof body_a1, d1, 2, &r), BR_OK);
     cr_assert_str_eq(r.hash, "a6d5b6a8313439729eb16dbd96aea87d");
@@ -164,7 +180,8 @@ Test(rev, rev04_different_bodies_different_hashes)
 /* REV-05 */
 Test(rev, rev05_deleted_flag_changes_hash)
 {
-    struct br_rev p = R("4-beef"), a = make(&p, false, empty_map, 1), b = make(&p, true, empty_map, 1);
+    struct br_rev p = rev_of("4-beef"), a = make(&p, false, empty_map, 1),
+                  b = make(&p, true, empty_map, 1);
     cr_assert_not(br_rev_eq(&a, &b));
     cr_assert_eq(a.gen, 5);
     cr_assert_eq(b.gen, 5);
@@ -173,7 +190,7 @@ Test(rev, rev05_deleted_flag_changes_hash)
 /* REV-03/04: the parent and the attachments are part of the hash too. */
 Test(rev, rev04_parent_and_attachments_change_hash)
 {
-    struct br_rev p1 = R("1-aa"), p2 = R("1-ab"), a, b, c, d;
+    struct br_rev p1 = rev_of("1-aa"), p2 = rev_of("1-ab"), a, b, c, d;
     const char *const one[] = {"md5-AAAA"}, *const two[] = {"md5-AAAA", "md5-BBBB"};
     cr_assert_eq(br_rev_make(&p1, false, body_a1, 4, NULL, 0, &a), BR_OK);
     cr_assert_eq(br_rev_make(&p2, false, body_a1, 4, NULL, 0, &b), BR_OK);
@@ -206,7 +223,7 @@ Test(rev, rev06_hash_is_32_lowercase_hex)
 
 Test(rev, make_rejects_bad_input)
 {
-    struct br_rev r = R("1-a"), local, top = R("9007199254740991-a");
+    struct br_rev r = rev_of("1-a"), local, top = rev_of("9007199254740991-a");
     const uint8_t arr[] = {0x80};
     const char *const nul[] = {NULL};
     cr_assert_eq(br_rev_make(NULL, false, NULL, 0, NULL, 0, &r), BR_EINVAL);
@@ -223,7 +240,7 @@ Test(rev, make_rejects_bad_input)
 /* Allocation torture: every failure is BR_ENOMEM, and the result is the same once it works. */
 Test(rev, make_allocation_torture)
 {
-    struct br_rev p = R("7-0123456789abcdef"), want, got;
+    struct br_rev p = rev_of("7-0123456789abcdef"), want, got;
     const char *const atts[] = {"md5-x", "md5-yy", "md5-z"};
     cr_assert_eq(br_rev_make(&p, false, body_a1, 4, atts, 3, &want), BR_OK);
     for (long n = 0;; n++) {
@@ -244,8 +261,8 @@ Test(rev, make_allocation_torture)
 /* REV-07 */
 Test(rev, rev07_compare)
 {
-    struct br_rev g2z = R("2-fff"), g3a = R("3-aaa"), x = R("2-abc"), y = R("2-abd"), s = R("2-ab"),
-                  x2 = R("2-abc");
+    struct br_rev g2z = rev_of("2-fff"), g3a = rev_of("3-aaa"), x = rev_of("2-abc"),
+                  y = rev_of("2-abd"), s = rev_of("2-ab"), x2 = rev_of("2-abc");
     cr_assert_eq(br_rev_cmp(&g3a, &g2z), 1); /* higher gen greater */
     cr_assert_eq(br_rev_cmp(&g2z, &g3a), -1);
     cr_assert_eq(br_rev_cmp(&y, &x), 1); /* same gen: greater hash string */
@@ -256,7 +273,7 @@ Test(rev, rev07_compare)
     cr_assert_eq(br_rev_cmp(&s, &x), -1); /* prefix is smaller */
     cr_assert_eq(br_rev_cmp(&x, &s), 1);
     cr_assert_not(br_rev_eq(&s, &x));
-    struct br_rev g10 = R("10-a"), g9 = R("9-f");
+    struct br_rev g10 = rev_of("10-a"), g9 = rev_of("9-f");
     cr_assert_eq(br_rev_cmp(&g10, &g9), 1); /* numeric, not textual, generation order */
 }
 
@@ -268,8 +285,7 @@ static uint64_t revisions_encode(const struct br_rev *path, size_t n, const char
     return n ? path[0].gen : 0;
 }
 
-static br_err revisions_decode(uint64_t start, const char *const *ids, size_t n,
-                               struct br_rev *out)
+static br_err revisions_decode(uint64_t start, const char *const *ids, size_t n, struct br_rev *out)
 {
     if (n > start)
         return BR_EBADREV;
@@ -288,7 +304,7 @@ static br_err revisions_decode(uint64_t start, const char *const *ids, size_t n,
 /* REV-08 */
 Test(rev, rev08_revisions_encode)
 {
-    struct br_rev path[3] = {R("3-ccc"), R("2-bbb"), R("1-aaa")};
+    struct br_rev path[3] = {rev_of("3-ccc"), rev_of("2-bbb"), rev_of("1-aaa")};
     const char *ids[3];
     cr_assert_eq(br_rev_path_check(path, 3), BR_OK);
     cr_assert_eq(revisions_encode(path, 3, ids), 3);
@@ -305,11 +321,11 @@ Test(rev, rev09_revisions_decode)
     const char *const ids[] = {"ccc", "bbb", "aaa"};
     struct br_rev out[3];
     cr_assert_eq(revisions_decode(3, ids, 3, out), BR_OK);
-    struct br_rev want[3] = {R("3-ccc"), R("2-bbb"), R("1-aaa")};
+    struct br_rev want[3] = {rev_of("3-ccc"), rev_of("2-bbb"), rev_of("1-aaa")};
     for (int i = 0; i < 3; i++)
         cr_assert(br_rev_eq(&out[i], &want[i]));
     /* only _rev: a one-element path */
-    struct br_rev one = R("5-abc");
+    struct br_rev one = rev_of("5-abc");
     cr_assert_eq(br_rev_path_check(&one, 1), BR_OK);
     /* nothing: an empty path */
     cr_assert_eq(revisions_decode(0, NULL, 0, out), BR_OK);
@@ -322,10 +338,10 @@ Test(rev, rev09_revisions_decode)
 /* REV-08/09: br_rev_path_check rejects inconsistent histories. */
 Test(rev, rev09_path_check_rejects_inconsistent)
 {
-    struct br_rev gap[2] = {R("3-c"), R("1-a")};
-    struct br_rev up[2] = {R("1-a"), R("2-b")};
-    struct br_rev same[2] = {R("2-a"), R("2-b")};
-    struct br_rev ok[2] = {R("9-c"), R("8-a")};
+    struct br_rev gap[2] = {rev_of("3-c"), rev_of("1-a")};
+    struct br_rev up[2] = {rev_of("1-a"), rev_of("2-b")};
+    struct br_rev same[2] = {rev_of("2-a"), rev_of("2-b")};
+    struct br_rev ok[2] = {rev_of("9-c"), rev_of("8-a")};
     cr_assert_eq(br_rev_path_check(gap, 2), BR_EBADREV);
     cr_assert_eq(br_rev_path_check(up, 2), BR_EBADREV);
     cr_assert_eq(br_rev_path_check(same, 2), BR_EBADREV);
@@ -342,7 +358,7 @@ Test(rev, rev11_new_doc_and_update_generations)
 {
     struct br_rev first = make(NULL, false, body_a1, 4);
     cr_assert_eq(first.gen, 1);
-    struct br_rev parent = R("1-abc");
+    struct br_rev parent = rev_of("1-abc");
     struct br_rev path[2] = {make(&parent, false, body_a1, 4), parent};
     cr_assert_eq(path[0].gen, 2);
     cr_assert_eq(br_rev_path_check(path, 2), BR_OK);

@@ -15,26 +15,26 @@
 
 /* ---- helpers ---- */
 
-static struct br_rev R(const char *s)
+static struct br_rev rev_of(const char *s)
 {
     struct br_rev r;
     cr_assert_eq(br_rev_parse(s, strlen(s), &r), BR_OK, "parse '%s'", s);
     return r;
 }
 
-/* gen-hash where hash is tag in hex followed by the gen, e.g. G(7, 0xb) = "7-b0007". */
-static struct br_rev G(uint64_t gen, unsigned tag)
+/* gen-hash where hash is tag in hex followed by the gen, e.g. grev(7, 0xb) = "7-b0007". */
+static struct br_rev grev(uint64_t gen, unsigned tag)
 {
     char s[64];
     snprintf(s, sizeof s, "%llu-%x%04llx", (unsigned long long)gen, tag, (unsigned long long)gen);
-    return R(s);
+    return rev_of(s);
 }
 
 static void add(br_revtree *t, const char *rev, const char *parent, bool deleted)
 {
-    struct br_rev r = R(rev), p;
+    struct br_rev r = rev_of(rev), p;
     if (parent)
-        p = R(parent);
+        p = rev_of(parent);
     cr_assert_eq(br_revtree_add(t, &r, parent ? &p : NULL, deleted), BR_OK, "add %s", rev);
 }
 
@@ -42,9 +42,9 @@ static void add(br_revtree *t, const char *rev, const char *parent, bool deleted
 static void chain(br_revtree *t, uint64_t n, unsigned tag)
 {
     for (uint64_t g = 1; g <= n; g++) {
-        struct br_rev r = G(g, tag), p;
+        struct br_rev r = grev(g, tag), p;
         if (g > 1)
-            p = G(g - 1, tag);
+            p = grev(g - 1, tag);
         cr_assert_eq(br_revtree_add(t, &r, g > 1 ? &p : NULL, false), BR_OK);
     }
 }
@@ -106,7 +106,7 @@ static void conflicts(const br_revtree *t, char *out, size_t cap)
         count++;
     }
     cr_assert_eq(count, br_revtree_conflict_count(t));
-    free(lv);
+    br_free(lv);
 }
 
 static void assert_conflicts(const br_revtree *t, const char *want)
@@ -128,7 +128,7 @@ static void assert_leaves(const br_revtree *t, const char *want)
     }
     if (n)
         cr_assert_eq(lv[0], br_revtree_winner(t), "winner first");
-    free(lv);
+    br_free(lv);
     cr_assert_str_eq(got, want);
 }
 
@@ -177,13 +177,13 @@ static br_err merge_s(br_revtree *t, const char *const *path, size_t n, bool del
     struct br_rev p[64];
     cr_assert_leq(n, 64);
     for (size_t i = 0; i < n; i++)
-        p[i] = R(path[i]);
+        p[i] = rev_of(path[i]);
     return br_revtree_merge(t, p, n, deleted, added);
 }
 
 static uint32_t idx(const br_revtree *t, const char *rev)
 {
-    struct br_rev r = R(rev);
+    struct br_rev r = rev_of(rev);
     return br_revtree_find(t, &r);
 }
 
@@ -200,7 +200,7 @@ Test(revtree, rev13_empty_tree)
     cr_assert_null(lv);
     cr_assert_eq(n, 0);
     cr_assert_eq(br_revtree_conflict_count(&t), 0);
-    struct br_rev r = R("1-a");
+    struct br_rev r = rev_of("1-a");
     cr_assert_not(br_revtree_contains(&t, &r));
     br_revtree_fini(&t);
     br_revtree_fini(&t); /* twice is fine */
@@ -257,7 +257,7 @@ Test(revtree, rev17_chain_of_five_has_one_leaf)
     br_revtree_init(&t);
     chain(&t, 5, 0xa);
     char buf[BR_REV_TEXT_MAX];
-    struct br_rev last = G(5, 0xa);
+    struct br_rev last = grev(5, 0xa);
     br_rev_format(&last, buf);
     assert_leaves(&t, buf);
     assert_winner(&t, buf);
@@ -318,7 +318,7 @@ Test(revtree, rev21_winner_never_in_conflicts)
         for (int k = 0; k < 30; k++) {
             seed = seed * 1103515245u + 12345u;
             uint32_t p = (seed >> 8) % t.n;
-            struct br_rev r = G(t.nodes[p].rev.gen + 1, (seed >> 4) & 0xfff);
+            struct br_rev r = grev(t.nodes[p].rev.gen + 1, (seed >> 4) & 0xfff);
             br_err e = br_revtree_add(&t, &r, &t.nodes[p].rev, (seed & 3) == 0);
             cr_assert(e == BR_OK || e == BR_EEXIST);
         }
@@ -328,7 +328,7 @@ Test(revtree, rev21_winner_never_in_conflicts)
         cr_assert_eq(lv[0], w);
         for (uint32_t i = 1; i < n; i++)
             cr_assert_neq(lv[i], w);
-        free(lv);
+        br_free(lv);
         char c[4096], buf[BR_REV_TEXT_MAX];
         conflicts(&t, c, sizeof c);
         cr_assert_null(strstr(c, text(&t, w, buf)));
@@ -400,8 +400,8 @@ Test(revtree, rev25_contains)
     br_revtree_init(&t);
     add(&t, "1-a", NULL, false);
     add(&t, "2-b", "1-a", false);
-    struct br_rev a = R("1-a"), b = R("2-b"), m = R("2-c"), g = R("1-aa"), h = R("3-b"),
-                  junk = {.gen = 0, .hash_len = 0};
+    struct br_rev a = rev_of("1-a"), b = rev_of("2-b"), m = rev_of("2-c"), g = rev_of("1-aa"),
+                  h = rev_of("3-b"), junk = {.gen = 0, .hash_len = 0};
     cr_assert(br_revtree_contains(&t, &a));
     cr_assert(br_revtree_contains(&t, &b));
     cr_assert_not(br_revtree_contains(&t, &m));
@@ -412,10 +412,9 @@ Test(revtree, rev25_contains)
     br_revtree_fini(&t);
 }
 
-static void assert_history(const br_revtree *t, const char *rev, uint32_t depth,
-                           const char *want)
+static void assert_history(const br_revtree *t, const char *rev, uint32_t depth, const char *want)
 {
-    struct br_rev r = R(rev), *h = NULL;
+    struct br_rev r = rev_of(rev), *h = NULL;
     uint32_t n = 0;
     char got[4096] = "", buf[BR_REV_TEXT_MAX];
     cr_assert_eq(br_revtree_history(t, &r, depth, &h, &n), BR_OK);
@@ -424,7 +423,7 @@ static void assert_history(const br_revtree *t, const char *rev, uint32_t depth,
         br_rev_format(&h[i], buf);
         snprintf(got + len, sizeof got - len, "%s%s", len ? "," : "", buf);
     }
-    free(h);
+    br_free(h);
     cr_assert_str_eq(got, want);
 }
 
@@ -465,7 +464,7 @@ Test(revtree, rev27_history_depth_limit)
 Test(revtree, rev28_history_of_unknown_rev)
 {
     br_revtree t;
-    struct br_rev r = R("9-abc"), *h = (struct br_rev *)1;
+    struct br_rev r = rev_of("9-abc"), *h = (struct br_rev *)1;
     uint32_t n = 5;
     br_revtree_init(&t);
     cr_assert_eq(br_revtree_history(&t, &r, 0, &h, &n), BR_ENOTFOUND);
@@ -576,10 +575,10 @@ Test(revtree, rev33_prune_chain_of_twenty_to_five)
     cr_assert_eq(removed, 15);
     cr_assert_eq(t.n, 5);
     for (uint64_t g = 1; g <= 20; g++) {
-        struct br_rev r = G(g, 0xc);
+        struct br_rev r = grev(g, 0xc);
         cr_assert_eq(br_revtree_contains(&t, &r), g >= 16, "gen %llu", (unsigned long long)g);
     }
-    struct br_rev top = G(20, 0xc);
+    struct br_rev top = grev(20, 0xc);
     cr_assert(br_rev_eq(&t.nodes[br_revtree_winner(&t)].rev, &top));
     check_tree(&t);
     br_revtree_fini(&t);
@@ -592,7 +591,7 @@ Test(revtree, prune_keeps_shared_ancestor_of_short_branch)
     uint32_t removed;
     br_revtree_init(&t);
     chain(&t, 10, 0xa); /* 1..10 */
-    struct br_rev p = G(8, 0xa), r = G(9, 0xb);
+    struct br_rev p = grev(8, 0xa), r = grev(9, 0xb);
     cr_assert_eq(br_revtree_add(&t, &r, &p, false), BR_OK); /* short branch off gen 8 */
     cr_assert_eq(br_revtree_prune(&t, 2, &removed), BR_OK);
     /* kept: 10a, 9a (from leaf 10a), 9b, 8a (from leaf 9b) */
@@ -612,16 +611,16 @@ Test(revtree, rev38_many_updates_pruned_keep_winner)
     br_revtree t;
     br_revtree_init(&t);
     for (uint64_t g = 1; g <= 300; g++) {
-        struct br_rev r = G(g, 0xd), p;
+        struct br_rev r = grev(g, 0xd), p;
         if (g > 1)
-            p = G(g - 1, 0xd);
+            p = grev(g - 1, 0xd);
         cr_assert_eq(br_revtree_add(&t, &r, g > 1 ? &p : NULL, false), BR_OK);
         if (g % 17 == 0)
             cr_assert_eq(br_revtree_prune(&t, 10, NULL), BR_OK);
     }
     cr_assert_eq(br_revtree_prune(&t, 10, NULL), BR_OK);
     cr_assert_eq(t.n, 10);
-    struct br_rev top = G(300, 0xd);
+    struct br_rev top = grev(300, 0xd);
     cr_assert(br_rev_eq(&t.nodes[br_revtree_winner(&t)].rev, &top));
     check_tree(&t);
     br_revtree_fini(&t);
@@ -634,7 +633,7 @@ Test(revtree, add_rejects_duplicates_missing_parent_and_bad_gen)
     br_revtree t;
     br_revtree_init(&t);
     add(&t, "1-a", NULL, false);
-    struct br_rev a = R("1-a"), b = R("2-b"), c = R("3-c"), x = R("5-e");
+    struct br_rev a = rev_of("1-a"), b = rev_of("2-b"), c = rev_of("3-c"), x = rev_of("5-e");
     cr_assert_eq(br_revtree_add(&t, &a, NULL, false), BR_EEXIST);
     cr_assert_eq(br_revtree_add(&t, &c, &b, false), BR_ENOTFOUND);
     cr_assert_eq(br_revtree_add(&t, &c, &a, false), BR_EBADREV);
@@ -832,9 +831,9 @@ static void replicate(const br_revtree *from, br_revtree *to)
         const struct br_revtree_node *leaf = &from->nodes[lv[i]];
         cr_assert_eq(br_revtree_history(from, &leaf->rev, 0, &h, &hn), BR_OK);
         cr_assert_eq(br_revtree_merge(to, h, hn, leaf->deleted, NULL), BR_OK);
-        free(h);
+        br_free(h);
     }
-    free(lv);
+    br_free(lv);
 }
 
 /* REV-36 */
@@ -886,7 +885,7 @@ Test(revtree, rev36_random_replicas_converge)
                 w = (seed >> 3) % t->n;
             }
             /* a unique hash per edit, as real hashes cover the parent */
-            struct br_rev nr = G(t->nodes[w].rev.gen + 1, (unsigned)(round * 100 + k + 1));
+            struct br_rev nr = grev(t->nodes[w].rev.gen + 1, (unsigned)(round * 100 + k + 1));
             cr_assert_eq(br_revtree_add(t, &nr, &t->nodes[w].rev, (seed & 7) == 0), BR_OK);
             if ((seed >> 12) % 10 == 0) /* partial sync one way */
                 replicate(&r[0], &r[1]);
@@ -916,7 +915,7 @@ Test(revtree, rev37_chain_of_100)
     br_revtree_init(&t);
     for (uint64_t g = 1; g <= 100; g++) {
         for (uint64_t k = 0; k < g; k++)
-            path[k] = G(g - k, 0xe);
+            path[k] = grev(g - k, 0xe);
         uint32_t added;
         cr_assert_eq(br_revtree_merge(&t, path, g, false, &added), BR_OK);
         cr_assert_eq(added, 1);
@@ -940,7 +939,7 @@ Test(revtree, rev37_deep_history_merge_is_not_quadratic)
     cr_assert_not_null(path);
     br_revtree_init(&t);
     for (uint64_t g = 1; g <= D; g++) {
-        path[D - g] = G(g, 0x1);
+        path[D - g] = grev(g, 0x1);
     }
     clock_t start = clock();
     for (uint64_t g = 1; g <= D; g++) /* grow one at a time: merge path[D-g .. D) */
@@ -952,7 +951,7 @@ Test(revtree, rev37_deep_history_merge_is_not_quadratic)
     }
     /* an unrelated 1000-long history: one scan, not one per entry */
     for (uint64_t g = 1; g <= D; g++)
-        path[D - g] = G(g + 5000, 0x2);
+        path[D - g] = grev(g + 5000, 0x2);
     cr_assert_eq(br_revtree_merge(&t, path, D, false, NULL), BR_OK);
     double secs = (double)(clock() - start) / CLOCKS_PER_SEC;
     cr_assert_eq(t.n, 2 * D);
@@ -995,9 +994,9 @@ Test(revtree, rev34_encoding_bytes)
     add(&t, "1-ab", NULL, false);
     add(&t, "2-c", "1-ab", true);
     add(&t, "200-0f", NULL, false);
-    const uint8_t want[] = {0x03,                         /* three nodes */
-                            0x01, 0x01, 0x02, 0xab,       /* root, gen 1, 2 digits "ab" */
-                            0x02, 0x01, 0x02, 0x01, 0xc0, /* deleted, parent -1, gen 2, "c" */
+    const uint8_t want[] = {0x03,                          /* three nodes */
+                            0x01, 0x01, 0x02, 0xab,        /* root, gen 1, 2 digits "ab" */
+                            0x02, 0x01, 0x02, 0x01, 0xc0,  /* deleted, parent -1, gen 2, "c" */
                             0x01, 0xc8, 0x01, 0x02, 0x0f}; /* root, gen 200, "0f" */
     encode(&t, &b);
     cr_assert_eq(b.len, sizeof want);
@@ -1053,10 +1052,10 @@ static br_err decode_bytes(const uint8_t *p, size_t n)
     return e;
 }
 
-#define DECODE(...)                                                                               \
-    do {                                                                                          \
-        const uint8_t in_[] = {__VA_ARGS__};                                                      \
-        e = decode_bytes(in_, sizeof in_);                                                        \
+#define DECODE(...)                                                                                \
+    do {                                                                                           \
+        const uint8_t in_[] = {__VA_ARGS__};                                                       \
+        e = decode_bytes(in_, sizeof in_);                                                         \
     } while (0)
 
 Test(revtree, decode_rejects_truncated)
@@ -1094,7 +1093,7 @@ Test(revtree, decode_rejects_trailing_bytes)
 Test(revtree, decode_rejects_bad_parent_delta)
 {
     br_err e;
-    DECODE(0x02, 0x01, 0x01, 0x01, 0xa0, /* root 1-a */
+    DECODE(0x02, 0x01, 0x01, 0x01, 0xa0,  /* root 1-a */
            0x00, 0x01, 0x02, 0x01, 0xb0); /* 2-b, delta 1 */
     cr_assert_eq(e, BR_OK);
     DECODE(0x02, 0x01, 0x01, 0x01, 0xa0, 0x00, 0x00, 0x02, 0x01, 0xb0); /* delta 0 */
@@ -1123,8 +1122,8 @@ Test(revtree, decode_rejects_gen_mismatch)
     DECODE(0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0xa0);
     cr_assert_eq(e, BR_OK);
     /* but a child would pass the maximum */
-    DECODE(0x02, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0xa0, 0x00, 0x01,
-           0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0x01, 0xb0);
+    DECODE(0x02, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0xa0, 0x00, 0x01, 0x80,
+           0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0x01, 0xb0);
     cr_assert_eq(e, BR_EPROTO);
 }
 
@@ -1177,7 +1176,7 @@ Test(revtree, decode_rejects_duplicate_revisions)
     DECODE(0x02, 0x01, 0x01, 0x01, 0xa0, 0x01, 0x01, 0x01, 0xa0); /* two roots 1-a */
     cr_assert_eq(e, BR_EPROTO);
     DECODE(0x03, 0x01, 0x01, 0x01, 0xa0, 0x00, 0x01, 0x02, 0x01, 0xb0, /* 1-a, 2-b */
-           0x01, 0x02, 0x01, 0xb0); /* root 2-b again */
+           0x01, 0x02, 0x01, 0xb0);                                    /* root 2-b again */
     cr_assert_eq(e, BR_EPROTO);
     DECODE(0x02, 0x01, 0x01, 0x01, 0xa0, 0x01, 0x01, 0x02, 0xa0); /* 1-a vs 1-a0 */
     cr_assert_eq(e, BR_OK);
@@ -1216,7 +1215,7 @@ Test(revtree, merge_allocation_torture)
     br_revtree_init(&t);
     chain(&t, 8, 0x5); /* fills the first allocation exactly: merge must grow */
     cr_assert_eq(t.n, t.cap);
-    struct br_rev path[4] = {G(11, 0x5), G(10, 0x5), G(9, 0x5), G(8, 0x5)};
+    struct br_rev path[4] = {grev(11, 0x5), grev(10, 0x5), grev(9, 0x5), grev(8, 0x5)};
     encode(&t, &before);
     for (long n = 0;; n++) {
         uint32_t added = 99;
@@ -1275,7 +1274,7 @@ Test(revtree, prune_leaves_history_allocation_torture)
     chain(&t, 12, 0x7);
     add(&t, "3-ffff", "2-70002", false);
     encode(&t, &before);
-    struct br_rev top = G(12, 0x7);
+    struct br_rev top = grev(12, 0x7);
     for (long n = 0;; n++) {
         uint32_t *lv = (uint32_t *)1, ln = 5;
         struct br_rev *h = (struct br_rev *)1;
@@ -1287,9 +1286,9 @@ Test(revtree, prune_leaves_history_allocation_torture)
         cr_assert(e1 == BR_OK || (e1 == BR_ENOMEM && lv == (uint32_t *)1 && ln == 5));
         cr_assert(e2 == BR_OK || (e2 == BR_ENOMEM && h == (struct br_rev *)1 && hn == 5));
         if (e1 == BR_OK)
-            free(lv);
+            br_free(lv);
         if (e2 == BR_OK)
-            free(h);
+            br_free(h);
         br_alloc_fail_after(n);
         br_err e3 = br_revtree_prune(&t, 3, &removed);
         br_alloc_fail_after(-1);

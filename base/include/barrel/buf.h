@@ -20,7 +20,7 @@ typedef struct br_buf {
 } br_buf;
 
 void br_buf_init(br_buf *b, size_t max);
-void br_buf_fini(br_buf *b); /* frees data; b can be reused after br_buf_init */
+void br_buf_fini(br_buf *b);  /* frees data; b can be reused after br_buf_init */
 void br_buf_reset(br_buf *b); /* len = 0, keeps the memory */
 BR_NODISCARD br_err br_buf_reserve(br_buf *b, size_t extra);
 BR_NODISCARD br_err br_buf_append(br_buf *b, const void *p, size_t n);

@@ -20,8 +20,7 @@ enum br_log_level {
 };
 
 /* A sink receives one formatted line (no trailing newline). Thread: any (it must be). */
-typedef void (*br_log_sink)(void *arg, enum br_log_level level, const char *tag,
-                            const char *line);
+typedef void (*br_log_sink)(void *arg, enum br_log_level level, const char *tag, const char *line);
 
 void br_log_set_level(enum br_log_level level);
 enum br_log_level br_log_get_level(void);
@@ -37,13 +36,12 @@ static inline bool br_log_enabled(enum br_log_level level)
     return level <= br_log_level_current;
 }
 
-void br_log_write(enum br_log_level level, const char *tag, const char *fmt, ...)
-    BR_PRINTF(3, 4);
+void br_log_write(enum br_log_level level, const char *tag, const char *fmt, ...) BR_PRINTF(3, 4);
 
-#define br_log(level, tag, ...)                                                                   \
-    do {                                                                                          \
-        if (br_log_enabled(level))                                                                \
-            br_log_write(level, tag, __VA_ARGS__);                                                \
+#define br_log(level, tag, ...)                                                                    \
+    do {                                                                                           \
+        if (br_log_enabled(level))                                                                 \
+            br_log_write(level, tag, __VA_ARGS__);                                                 \
     } while (0)
 
 #endif

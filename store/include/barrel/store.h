@@ -298,6 +298,25 @@ BR_NODISCARD br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br
  * BR_ENOTFOUND if the database is deleted meanwhile. No polling: writers signal waiters. */
 BR_NODISCARD br_err br_db_changes_wait(br_db *db, struct br_hlc since, uint64_t timeout_ms);
 
+/* A changes stream: a cursor over the feed that waits for new changes instead of polling. Each
+ * call delivers the next batch after the stream's position; the position moves when the caller
+ * acknowledges (br_changes_stream_ack), so an unacknowledged batch is delivered again — what a
+ * push consumer that may fail wants. Thread: one thread per stream. */
+typedef struct br_changes_stream br_changes_stream;
+/* o is copied (doc_ids are borrowed: keep them alive while the stream is open). */
+BR_NODISCARD br_err br_changes_stream_open(br_db *db, const struct br_changes_opts *o,
+                                           br_changes_stream **out);
+/* Deliver up to `max` changes after the position (0: o->limit or 100), waiting up to timeout_ms
+ * for the first one. *batch_last gets the seq to acknowledge. BR_ETIMEDOUT when nothing came
+ * (the stream stays usable), BR_ENOTFOUND if the database was deleted. */
+BR_NODISCARD br_err br_changes_stream_next(br_changes_stream *cs, size_t max,
+                                           uint64_t timeout_ms, br_changes_cb cb, void *arg,
+                                           struct br_hlc *batch_last);
+/* Move the position to `upto` (never backwards). */
+void br_changes_stream_ack(br_changes_stream *cs, struct br_hlc upto);
+struct br_hlc br_changes_stream_position(const br_changes_stream *cs);
+void br_changes_stream_close(br_changes_stream *cs); /* NULL is a no-op */
+
 /* Called after every committed write to the database, on the writer's thread, outside the
  * store's locks; it must be quick (queue work elsewhere). Returns an id for br_db_unwatch. */
 typedef void (*br_db_watch_fn)(void *arg, br_db *db, struct br_hlc seq);
@@ -318,5 +337,22 @@ BR_NODISCARD br_err br_db_local_get(br_db *db, const char *id, size_t id_len,
 /* Delete: rev must match when given; BR_ENOTFOUND, BR_ECONFLICT. */
 BR_NODISCARD br_err br_db_local_delete(br_db *db, const char *id, size_t id_len,
                                        const struct br_rev *rev, const struct br_write_opts *wo);
+
+/* ---- verification (fsck) ---- */
+
+struct br_db_check {
+    uint64_t docs;          /* document records read */
+    uint64_t changes;       /* change entries read */
+    uint64_t problems;      /* inconsistencies found (each is logged at error level) */
+    char first[256];        /* the first problem, for a person */
+};
+
+/* Read the whole database on one snapshot and check that the document records, the changes
+ * feed, the attachment references and the digest agree: every record decodes; every document
+ * has exactly one change entry, at its seq, naming its winner; no change entry is orphaned; the
+ * stored digest (counts, set hash, last seq) equals one recomputed from the records. BR_OK with
+ * out->problems == 0 means consistent. Thread: any (writers may run; the check reads a
+ * snapshot, and the digest is compared against the same snapshot). */
+BR_NODISCARD br_err br_db_check(br_db *db, struct br_db_check *out);
 
 #endif
