@@ -6,7 +6,9 @@
 #   -d, --build-dir DIR   build directory (default: build/ in the repository)
 #   -t, --type TYPE       Debug | RelWithDebInfo | Release | MinSizeRel (default: RelWithDebInfo)
 #   -s, --sanitize LIST   "address;undefined" | thread | none (default: none)
-#       --fuzz            also build the libFuzzer harnesses (uses clang)
+#       --fuzz            also build the libFuzzer harnesses: clang, everything instrumented
+#                         for coverage (-fsanitize=fuzzer-no-link), and ASan+UBSan unless
+#                         -s is given
 #       --cc COMPILER     C compiler (default: cc, or clang with --fuzz)
 #       --target NAME     build only this target (repeatable; default: all)
 #       --no-deps         skip scripts/deps.sh
@@ -20,6 +22,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=$root/build
 build_type=RelWithDebInfo
 sanitize=
+sanitize_set=0
 fuzz=OFF
 cc=
 deps=1
@@ -52,6 +55,7 @@ while (($# > 0)); do
     -s | --sanitize)
         need_arg "$@"
         sanitize=$2
+        sanitize_set=1
         shift 2
         ;;
     --fuzz)
@@ -111,6 +115,18 @@ if [[ -z $cc ]]; then
     fi
 fi
 
+# CMAKE_C_FLAGS is always passed so that a directory's flags follow this run's options (and
+# $CFLAGS), not whatever an earlier run left in its cache.
+cflags=${CFLAGS:-}
+if [[ $fuzz == ON ]]; then
+    # The harness alone gets -fsanitize=fuzzer (tests/CMakeLists.txt); the libraries need the
+    # coverage instrumentation too, or libFuzzer cannot see the decoders' branches.
+    cflags="${cflags:+$cflags }-fsanitize=fuzzer-no-link"
+    if ((!sanitize_set)); then
+        sanitize="address;undefined"
+    fi
+fi
+
 if ((deps)); then
     "$root/scripts/deps.sh"
 fi
@@ -138,6 +154,7 @@ cmake -S "$root" -B "$build_dir" \
     -DBARREL_SANITIZE="$sanitize" \
     -DBARREL_FUZZ="$fuzz" \
     -DBARREL_WERROR=ON \
+    -DCMAKE_C_FLAGS="$cflags" \
     ${extra[@]+"${extra[@]}"}
 
 target_args=()

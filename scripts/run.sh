@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run.sh — install what is missing, build, and run barrel with the given arguments.
 #
+#   scripts/run.sh                      # no arguments: barrel db list
 #   scripts/run.sh help
 #   scripts/run.sh db create mydb
 #   scripts/run.sh put mydb doc1 '{"a": 1}'
@@ -33,6 +34,9 @@ if [[ -z $bin ]]; then
     exit 1
 fi
 
+if (($# == 0)); then
+    set -- db list
+fi
 args=("$@")
 has_data=0
 for a in "$@"; do
