@@ -233,15 +233,20 @@ static br_err leaf_add(struct wctx *w, struct wdoc *d, const struct br_rev *rev,
                        size_t n_atts)
 {
     struct docrec *r = &d->rec;
+    /* Takes `atts` on success and on failure alike. */
     struct leafdata *nl = br_realloc(r->leaves, (r->n_leaves + 1) * sizeof *nl);
-    if (!nl)
+    if (!nl) {
+        att_stubs_free(atts, n_atts);
         return BR_ENOMEM;
+    }
     r->leaves = nl;
     struct leafdata *l = &nl[r->n_leaves];
     memset(l, 0, sizeof *l);
     l->own = br_memdup(body, body_len);
-    if (!l->own)
+    if (!l->own) {
+        att_stubs_free(atts, n_atts);
         return BR_ENOMEM;
+    }
     l->rev = *rev;
     l->body = l->own;
     l->body_len = body_len;

@@ -245,13 +245,23 @@ static br_err sweep_all(br_store *s)
         const char *v = rocksdb_iter_value(it, &vl);
         if (kl < 1 || k[0] != 'c')
             break;
-        if (vl < 4)
-            continue;
+        if (vl != 8) {
+            br_log(BR_LOG_ERROR, "store", "op=open key=catalog:%.*s msg=\"corrupt record\"",
+                   (int)(kl - 1), k + 1);
+            e = BR_ESTORE;
+            break;
+        }
         e = att_sweep(s, (const uint8_t *)v);
         if (e)
             break;
     }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
     rocksdb_iter_destroy(it);
+    if (err && !e)
+        e = store_rdb_err(err, "sweep");
+    else
+        rocksdb_free(err);
     return e;
 }
 

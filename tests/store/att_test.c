@@ -701,6 +701,44 @@ Test(att, replicated_stub_resolves_by_digest)
     cr_assert_eq(br_db_put(db, &p2, &rwo, &res), BR_ENOTFOUND);
 }
 
+/* ---- allocation torture ---- */
+
+Test(att, torture_every_allocation_failure_is_clean)
+{
+    size_t len = BR_ATT_CHUNK + 100;
+    uint8_t *data = malloc(len);
+    fill(data, len, 14);
+    struct br_att_in a[2] = {inline_att("one", data, len), inline_att("two", "2", 1)};
+    struct br_put p = {.id = "t", .id_len = 1, .atts = a, .n_atts = 2};
+    struct br_put_result res;
+    br_err e = BR_ENOMEM;
+    for (long n = 0; e != BR_OK; n++) {
+        cr_assert_lt(n, 10000);
+        br_alloc_fail_after(n);
+        e = br_db_put(db, &p, &WO, &res);
+        br_alloc_fail_after(-1);
+        cr_assert(e == BR_OK || e == BR_ENOMEM, "fail after %ld: %s", n, br_strerror(e));
+    }
+    uint8_t key[32];
+    content_key(data, len, key);
+    cr_assert_eq(blob_rec(key).refs, 1u);
+    cr_assert_eq(count_keys('b'), 2u);
+    cr_assert_eq(count_keys('c'), 3u);
+
+    br_att_writer *w = NULL;
+    e = BR_ENOMEM;
+    for (long n = 0; e != BR_OK; n++) {
+        cr_assert_lt(n, 10000);
+        br_alloc_fail_after(n);
+        e = br_att_writer_open(db, &w);
+        br_alloc_fail_after(-1);
+        cr_assert(e == BR_OK || e == BR_ENOMEM, "fail after %ld: %s", n, br_strerror(e));
+    }
+    br_att_writer_abort(w);
+    cr_assert_eq(count_keys('p'), 0u);
+    free(data);
+}
+
 /* ---- the sweep at open ---- */
 
 Test(att, sweep_removes_unattached_blob_and_keeps_referenced)
