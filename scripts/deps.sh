@@ -12,6 +12,7 @@ packages=(
     clang libclang-rt-14-dev # libFuzzer and sanitizer runtimes for clang builds
     librocksdb-dev libsodium-dev libcbor-dev libxxhash-dev libjansson-dev
     libwebsockets-dev libavahi-client-dev libssl-dev # libcrypto (store)
+    libpcre2-dev # query regexes (store)
     libcriterion-dev
     avahi-daemon avahi-utils dbus iproute2 # mDNS tests in network namespaces
 )
