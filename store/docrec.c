@@ -6,6 +6,7 @@
 
 #include "barrel/alloc.h"
 #include "barrel/log.h"
+
 #include "store_int.h"
 
 void docrec_init(struct docrec *r)
@@ -99,12 +100,26 @@ br_err docrec_encode(const struct docrec *r, br_buf *out)
     br_err e = br_buf_append(out, hdr, sizeof hdr);
     if (e)
         return e;
-    br_buf tree;
-    br_buf_init(&tree, 0);
-    e = br_revtree_encode(&r->tree, &tree);
-    if (!e)
-        e = put_bytes(out, tree.data, tree.len);
-    br_buf_fini(&tree);
+    /* The tree is encoded in place, then its length prefix is slid in front of it (no
+     * temporary buffer: this runs for every document write). */
+    size_t at = out->len;
+    e = br_revtree_encode(&r->tree, out);
+    if (!e) {
+        size_t tl = out->len - at, k = 0;
+        uint8_t v[10];
+        for (uint64_t x = tl; k == 0 || x; x >>= 7)
+            v[k++] = (uint8_t)((x & 0x7f) | (x >> 7 ? 0x80 : 0));
+        e = br_buf_reserve(out, k);
+        if (e) {
+            out->len = at;
+            out->data[at] = 0;
+        } else {
+            memmove(out->data + at + k, out->data + at, tl);
+            memcpy(out->data + at, v, k);
+            out->len += k;
+            out->data[out->len] = 0;
+        }
+    }
     if (!e)
         e = store_put_varint(out, r->n_leaves);
     for (size_t i = 0; !e && i < r->n_leaves; i++) {

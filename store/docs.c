@@ -217,10 +217,12 @@ static br_err wctx_doc(struct wctx *w, const char *id, size_t id_len, struct wdo
         d->raw = (uint8_t *)v;
         d->existed = true;
         e = docrec_decode(d->raw, vl, &d->rec);
+        if (e == BR_ENOMEM)
+            return e;
         if (e) {
             br_log(BR_LOG_ERROR, "store", "op=load db=%s doc=%.*s msg=\"corrupt record\"",
                    w->db->name, (int)(id_len > 64 ? 64 : id_len), id);
-            return e == BR_ENOMEM ? e : BR_ESTORE;
+            return BR_ESTORE;
         }
         d->old_seq = d->rec.seq;
     }
@@ -726,10 +728,12 @@ static br_err load(struct br_db *db, const char *id, size_t id_len, struct docre
     if (!*raw)
         return BR_ENOTFOUND;
     e = docrec_decode((const uint8_t *)*raw, vl, r);
+    if (e == BR_ENOMEM)
+        return e;
     if (e) {
         br_log(BR_LOG_ERROR, "store", "op=get db=%s doc=%.*s msg=\"corrupt record\"", db->name,
                (int)(id_len > 64 ? 64 : id_len), id);
-        return e == BR_ENOMEM ? e : BR_ESTORE;
+        return BR_ESTORE;
     }
     return BR_OK;
 }
@@ -1181,7 +1185,8 @@ br_err br_db_all_docs(br_db *db, const struct br_alldocs_opts *o, br_alldocs_cb 
         docrec_init(&r);
         e = docrec_decode((const uint8_t *)val, vl, &r);
         if (e) {
-            br_log(BR_LOG_ERROR, "store", "op=all_docs db=%s msg=\"corrupt record\"", db->name);
+            if (e != BR_ENOMEM)
+                br_log(BR_LOG_ERROR, "store", "op=all_docs db=%s msg=\"corrupt record\"", db->name);
             e = e == BR_ENOMEM ? e : BR_ESTORE;
             docrec_fini(&r);
             break;

@@ -535,13 +535,13 @@ static json_t *jp_value(struct jparser *jp, unsigned depth)
         jp_fail(jp, "premature end of input");
         return NULL;
     }
+    if (depth >= JSON_PARSER_MAX_DEPTH) { /* jansson counts every value, scalars too */
+        jp_fail(jp, "maximum parsing depth reached");
+        return NULL;
+    }
     switch (*jp->p) {
     case '{':
     case '[':
-        if (depth >= JSON_PARSER_MAX_DEPTH) {
-            jp_fail(jp, "maximum parsing depth reached");
-            return NULL;
-        }
         return *jp->p == '{' ? jp_object(jp, depth + 1) : jp_array(jp, depth + 1);
     case '"': {
         const char *s;
@@ -632,8 +632,9 @@ static br_err object_to_cbor(const json_t *obj, unsigned depth_left, bool skip_m
 {
     br_err e = BR_OK;
     size_t n = 0, cap = json_object_size(obj);
-    struct key *keys = NULL;
-    if (cap) {
+    struct key small[16]; /* most objects: no allocation */
+    struct key *keys = small;
+    if (cap > sizeof small / sizeof small[0]) {
         keys = br_calloc(cap, sizeof *keys);
         if (!keys)
             return BR_ENOMEM;
@@ -648,8 +649,17 @@ static br_err object_to_cbor(const json_t *obj, unsigned depth_left, bool skip_m
         if (n < cap)
             keys[n++] = (struct key){k, klen, val};
     }
-    if (n > 1)
+    if (n > 16) {
         qsort(keys, n, sizeof *keys, key_cmp);
+    } else {
+        for (size_t i = 1; i < n; i++) { /* insertion sort: cheaper than qsort when small */
+            struct key cur = keys[i];
+            size_t j = i;
+            for (; j > 0 && key_cmp(&keys[j - 1], &cur) > 0; j--)
+                keys[j] = keys[j - 1];
+            keys[j] = cur;
+        }
+    }
     e = br_cbor_put_map(out, n);
     for (size_t i = 0; i < n && !e; i++) {
         e = br_cbor_put_str(out, keys[i].k, keys[i].len);
@@ -658,7 +668,8 @@ static br_err object_to_cbor(const json_t *obj, unsigned depth_left, bool skip_m
         if (!e)
             e = to_cbor(keys[i].v, depth_left, false, out, eb);
     }
-    br_free(keys);
+    if (keys != small)
+        br_free(keys);
     return e;
 }
 

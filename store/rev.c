@@ -88,13 +88,27 @@ br_err br_rev_parse_local(const char *s, size_t len, struct br_rev *out)
 
 size_t br_rev_format(const struct br_rev *r, char out[BR_REV_TEXT_MAX])
 {
-    int n;
     if (r->gen == 0 && r->hash_len == 0) { /* "no revision" (REV-01: "" <-> (0, "")) */
         out[0] = '\0';
         return 0;
     }
-    n = snprintf(out, BR_REV_TEXT_MAX, "%" PRIu64 "-%.*s", r->gen, (int)r->hash_len, r->hash);
-    return n > 0 ? (size_t)n : 0;
+    /* By hand rather than snprintf: this runs several times per document write. 20 digits,
+     * '-', at most 64 hash characters and the NUL fit BR_REV_TEXT_MAX. */
+    char digits[20];
+    size_t nd = 0, n = 0;
+    uint64_t g = r->gen;
+    do {
+        digits[nd++] = (char)('0' + g % 10);
+        g /= 10;
+    } while (g);
+    while (nd)
+        out[n++] = digits[--nd];
+    out[n++] = '-';
+    size_t hl = strnlen(r->hash, r->hash_len < BR_REV_HASH_MAX ? r->hash_len : BR_REV_HASH_MAX);
+    memcpy(out + n, r->hash, hl);
+    n += hl;
+    out[n] = '\0';
+    return n;
 }
 
 int br_rev_cmp(const struct br_rev *a, const struct br_rev *b)
@@ -176,20 +190,39 @@ br_err br_rev_make(const struct br_rev *parent, bool deleted, const uint8_t *bod
         }
         qsort(sorted, n_atts, sizeof *sorted, digest_cmp);
     }
-    e = br_cbor_put_array(&b, 4);
-    if (!e)
-        e = br_cbor_put_str(&b, ptext, plen);
-    if (!e)
-        e = br_cbor_put_bool(&b, deleted);
-    if (!e)
-        e = br_buf_append(&b, body, body_len);
-    if (!e)
+    /* Hashed in three parts, so the body is not copied: the head [4 items, parent text,
+     * deleted] built on the stack (plen < BR_REV_TEXT_MAX < 256: a one- or two-byte text
+     * head), the body, and the digest array. */
+    uint8_t head[3 + BR_REV_TEXT_MAX + 1];
+    size_t hn = 0;
+    head[hn++] = 0x84; /* array(4) */
+    if (plen < 24) {
+        head[hn++] = (uint8_t)(0x60 | plen);
+    } else {
+        head[hn++] = 0x78;
+        head[hn++] = (uint8_t)plen;
+    }
+    memcpy(head + hn, ptext, plen);
+    hn += plen;
+    head[hn++] = deleted ? 0xf5 : 0xf4;
+    static const uint8_t no_atts[1] = {0x80}; /* array(0): no allocation for the usual case */
+    const uint8_t *tail = no_atts;
+    size_t tn = sizeof no_atts;
+    if (n_atts) {
         e = br_cbor_put_array(&b, n_atts);
-    for (size_t i = 0; !e && i < n_atts; i++)
-        e = br_cbor_put_cstr(&b, sorted[i]);
-    if (e)
-        goto out;
-    if (crypto_generichash(digest, sizeof digest, b.data, b.len, NULL, 0) != 0) {
+        for (size_t i = 0; !e && i < n_atts; i++)
+            e = br_cbor_put_cstr(&b, sorted[i]);
+        if (e)
+            goto out;
+        tail = b.data;
+        tn = b.len;
+    }
+    crypto_generichash_state st;
+    if (crypto_generichash_init(&st, NULL, 0, sizeof digest) != 0 ||
+        crypto_generichash_update(&st, head, hn) != 0 ||
+        crypto_generichash_update(&st, body, body_len) != 0 ||
+        crypto_generichash_update(&st, tail, tn) != 0 ||
+        crypto_generichash_final(&st, digest, sizeof digest) != 0) {
         e = BR_ECRYPTO;
         goto out;
     }

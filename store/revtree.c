@@ -258,7 +258,9 @@ br_err br_revtree_prune(br_revtree *t, uint32_t depth, uint32_t *removed)
     uint32_t *dist, kept = 0;
     if (depth == 0)
         depth = 1;
-    if (t->n == 0) {
+    /* A node is at most n - 1 edges above its nearest leaf, so a tree of at most `depth` nodes
+     * keeps everything: the common case (revs_limit 1000), answered without allocating. */
+    if (t->n <= depth) {
         if (removed)
             *removed = 0;
         return BR_OK;

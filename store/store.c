@@ -201,6 +201,13 @@ static rocksdb_options_t *cf_options(br_store *s, enum cf_id cf)
     rocksdb_options_set_block_based_table_factory(o, s->table);
     rocksdb_options_set_write_buffer_size(o, cf == CF_DOCS || cf == CF_CHANGES ? 64u << 20
                                                                                 : 16u << 20);
+    if (cf == CF_DOCS || cf == CF_LOCAL) {
+        /* Every write looks its document up first, and most bulk and replicated writes look up
+         * an id that is not there: a whole-key bloom filter in the memtable answers those
+         * without walking the skiplist (bench/store_bench.c bulk phases). */
+        rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.05);
+        rocksdb_options_set_memtable_whole_key_filtering(o, 1);
+    }
     if (cf == CF_ATTS) {
         rocksdb_options_set_enable_blob_files(o, 1);
         rocksdb_options_set_min_blob_size(o, 4096);
