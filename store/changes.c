@@ -7,6 +7,7 @@
 
 #include "barrel/alloc.h"
 #include "barrel/log.h"
+#include "barrel/query.h"
 #include "store_int.h"
 
 static br_err decode_change(const char *v, size_t vl, struct br_change *c)
@@ -36,9 +37,9 @@ static bool id_wanted(const struct br_changes_opts *o, const struct br_change *c
     return false;
 }
 
-/* style=all_docs: every leaf of the document, winner first (read from its record). */
-static br_err leaves_of(br_db *db, const rocksdb_readoptions_t *ro, const struct br_change *c,
-                        struct br_rev **out, size_t *n)
+/* The record of the document a change names (on the feed's snapshot). */
+static br_err load_rec(br_db *db, const rocksdb_readoptions_t *ro, const struct br_change *c,
+                       char **raw, struct docrec *r)
 {
     br_buf k;
     br_buf_init(&k, 0);
@@ -52,30 +53,107 @@ static br_err leaves_of(br_db *db, const rocksdb_readoptions_t *ro, const struct
     if (e)
         return e;
     if (err)
-        return store_rdb_err(err, "changes_leaves");
+        return store_rdb_err(err, "changes_doc");
     if (!v)
         return BR_ESTORE; /* a change entry without its document */
-    struct docrec r;
-    docrec_init(&r);
-    e = docrec_decode((const uint8_t *)v, vl, &r);
+    e = docrec_decode((const uint8_t *)v, vl, r);
+    if (e) {
+        rocksdb_free(v);
+        return e == BR_ENOMEM ? e : BR_ESTORE;
+    }
+    *raw = v;
+    return BR_OK;
+}
+
+/* style=all_docs: every leaf of the document, winner first. */
+static br_err leaves_of(const struct docrec *r, struct br_rev **out, size_t *n)
+{
     uint32_t *idx = NULL, cnt = 0;
-    if (!e)
-        e = br_revtree_leaves(&r.tree, &idx, &cnt);
+    br_err e = br_revtree_leaves(&r->tree, &idx, &cnt);
     struct br_rev *revs = NULL;
     if (!e && cnt) {
         revs = br_calloc(cnt, sizeof *revs);
         if (!revs)
             e = BR_ENOMEM;
         for (uint32_t i = 0; !e && i < cnt; i++)
-            revs[i] = r.tree.nodes[idx[i]].rev;
+            revs[i] = r->tree.nodes[idx[i]].rev;
     }
     br_free(idx);
-    docrec_fini(&r);
-    rocksdb_free(v);
     if (e)
         return e == BR_ENOMEM ? e : BR_ESTORE;
     *out = revs;
     *n = cnt;
+    return BR_OK;
+}
+
+/* Path and query filters, compiled once per feed read. */
+struct cfilter {
+    br_pattern_trie *trie;
+    const br_query *query;
+    br_buf topic;
+    bool hit;
+    br_err err;
+};
+
+static void trie_hit(void *arg, void *value)
+{
+    (void)value;
+    ((struct cfilter *)arg)->hit = true;
+}
+
+static int topic_cb(void *arg, const struct br_path_value *pv)
+{
+    struct cfilter *cf = arg;
+    br_buf_reset(&cf->topic);
+    cf->err = br_path_topic(pv, &cf->topic);
+    if (cf->err)
+        return 1;
+    br_pattern_trie_match(cf->trie, (const char *)cf->topic.data, cf->topic.len, trie_hit, cf);
+    return cf->hit;
+}
+
+static br_err cfilter_init(struct cfilter *cf, const struct br_changes_opts *o)
+{
+    memset(cf, 0, sizeof *cf);
+    br_buf_init(&cf->topic, 0);
+    cf->query = o->query;
+    if (!o->n_paths)
+        return BR_OK;
+    br_err e = br_pattern_trie_new(&cf->trie);
+    for (size_t i = 0; !e && i < o->n_paths; i++)
+        e = br_pattern_trie_add(cf->trie, o->paths[i], strlen(o->paths[i]), cf);
+    return e;
+}
+
+static void cfilter_fini(struct cfilter *cf)
+{
+    br_pattern_trie_free(cf->trie);
+    br_buf_fini(&cf->topic);
+}
+
+/* Does the document pass the path and query filters? */
+static br_err cfilter_match(struct cfilter *cf, const struct docrec *r, bool *ok)
+{
+    size_t bl;
+    bool deleted;
+    const uint8_t *body = docrec_filter_body(r, &bl, &deleted);
+    *ok = false;
+    if (!body)
+        return BR_OK;
+    if (cf->trie) {
+        cf->hit = false;
+        cf->err = BR_OK;
+        br_err e = br_paths_foreach(body, bl, topic_cb, cf);
+        if (cf->err)
+            return cf->err;
+        if (e == BR_ENOMEM)
+            return e;
+        if (!cf->hit)
+            return BR_OK;
+    }
+    if (cf->query && !br_query_match(cf->query, body, bl))
+        return BR_OK;
+    *ok = true;
     return BR_OK;
 }
 
@@ -104,6 +182,9 @@ br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br_changes_cb c
     rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, 4);
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->rdb, ro, s->cf[CF_CHANGES]);
     bool from_start = br_hlc_cmp(o->since, BR_HLC_MIN) == 0;
+    struct cfilter cf;
+    br_err e = cfilter_init(&cf, o);
+    bool filtering = o->n_paths || o->query;
     if (o->descending) {
         rocksdb_iter_seek_to_last(it);
     } else {
@@ -118,8 +199,7 @@ br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br_changes_cb c
     }
     struct br_hlc last = o->since;
     size_t sent = 0;
-    br_err e = BR_OK;
-    for (; rocksdb_iter_valid(it); o->descending ? rocksdb_iter_prev(it) : rocksdb_iter_next(it)) {
+    for (; !e && rocksdb_iter_valid(it); o->descending ? rocksdb_iter_prev(it) : rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
         const char *v = rocksdb_iter_value(it, &vl);
@@ -144,15 +224,27 @@ br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br_changes_cb c
             continue;
         struct br_rev *leaves = NULL;
         size_t nl = 0;
-        if (o->all_docs) {
-            e = leaves_of(db, ro, &c, &leaves, &nl);
+        c.leaves = &c.rev;
+        c.n_leaves = 1;
+        if (o->all_docs || filtering) {
+            char *raw = NULL;
+            struct docrec r;
+            docrec_init(&r);
+            bool ok = true;
+            e = load_rec(db, ro, &c, &raw, &r);
+            if (!e && filtering)
+                e = cfilter_match(&cf, &r, &ok);
+            if (!e && ok && o->all_docs) {
+                e = leaves_of(&r, &leaves, &nl);
+                c.leaves = leaves;
+                c.n_leaves = nl;
+            }
+            docrec_fini(&r);
+            rocksdb_free(raw);
             if (e)
                 break;
-            c.leaves = leaves;
-            c.n_leaves = nl;
-        } else {
-            c.leaves = &c.rev;
-            c.n_leaves = 1;
+            if (!ok)
+                continue;
         }
         int stop = cb(arg, &c);
         br_free(leaves);
@@ -169,6 +261,7 @@ br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br_changes_cb c
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
     rocksdb_release_snapshot(s->rdb, snap);
+    cfilter_fini(&cf);
     if (!e && last_seq)
         *last_seq = last;
     return e;

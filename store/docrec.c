@@ -57,6 +57,10 @@ void docrec_fini(struct docrec *r)
     br_free(r->leaves);
     r->leaves = NULL;
     r->n_leaves = 0;
+    br_free(r->gone_own);
+    r->gone_own = NULL;
+    r->gone = NULL;
+    r->gone_len = 0;
 }
 
 struct leafdata *docrec_leaf(struct docrec *r, const struct br_rev *rev)
@@ -146,6 +150,12 @@ br_err docrec_encode(const struct docrec *r, br_buf *out)
             if (!e)
                 e = br_buf_append(out, a->key, 32);
         }
+    }
+    /* Optional trailer: the last live body, while the winner is deleted. */
+    if (!e && r->gone) {
+        uint32_t win = br_revtree_winner(&r->tree);
+        if (win != BR_REVTREE_NONE && r->tree.nodes[win].deleted)
+            e = put_bytes(out, r->gone, r->gone_len);
     }
     return e;
 }
@@ -249,8 +259,14 @@ br_err docrec_decode(const uint8_t *p, size_t n, struct docrec *r)
         if (e)
             return e;
     }
-    if (p != end)
-        return BR_ESTORE;
+    if (p != end) {
+        uint32_t win = br_revtree_winner(&r->tree);
+        if (win == BR_REVTREE_NONE || !r->tree.nodes[win].deleted)
+            return BR_ESTORE; /* a last live body belongs to deleted documents only */
+        e = get_span(&p, end, &r->gone, &r->gone_len);
+        if (e || p != end)
+            return BR_ESTORE;
+    }
     /* Every leaf must have its data: the write path keeps that invariant. */
     uint32_t leaves = 0;
     for (uint32_t i = 0; i < r->tree.n; i++)

@@ -479,6 +479,8 @@ struct wsummary {
     bool present, live;
     uint8_t hash[16];
     uint64_t bytes; /* user data held by the leaves: bodies and attachments */
+    const uint8_t *body; /* the live winner's body (what the index holds), or NULL */
+    size_t body_len;
 };
 
 static void summarize(const struct wdoc *d, struct wsummary *s)
@@ -487,6 +489,11 @@ static void summarize(const struct wdoc *d, struct wsummary *s)
     uint32_t win = br_revtree_winner(&d->rec.tree);
     s->present = win != BR_REVTREE_NONE;
     s->live = s->present && !d->rec.tree.nodes[win].deleted;
+    bool deleted;
+    const uint8_t *b = docrec_filter_body(&d->rec, &s->body_len, &deleted);
+    s->body = deleted ? NULL : b;
+    if (!s->body)
+        s->body_len = 0;
     tree_set_hash(s->hash, d->id, d->id_len, &d->rec.tree);
     for (size_t i = 0; i < d->rec.n_leaves; i++) {
         s->bytes += d->rec.leaves[i].body_len;
@@ -505,6 +512,13 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
     br_buf_init(&val, 0);
     br_buf_init(&ck, 0);
     struct br_db_digest dg = db->digest;
+    struct subs_change *pub = NULL;
+    size_t n_pub = 0;
+    if (atomic_load(&db->n_subs)) {
+        pub = br_calloc(w->n ? w->n : 1, sizeof *pub);
+        if (!pub)
+            return BR_ENOMEM;
+    }
     int64_t del_delta = 0, doc_delta = 0;
     int64_t ext_delta = 0;
     size_t changed = 0;
@@ -524,6 +538,33 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
         e = br_hlc_now(s->clock, &d->rec.seq);
         if (e)
             break;
+        /* The path index follows the live winner; a deleted winner remembers the last live
+         * body for filters (CHG-26). Bodies borrowed here live in d->raw or d->rec until the
+         * batch is committed. */
+        e = index_update(db, w->wb, d->id, d->id_len, before[i].body, before[i].body_len,
+                         after.body, after.body_len);
+        if (e)
+            break;
+        if (after.live) {
+            br_free(d->rec.gone_own);
+            d->rec.gone_own = NULL;
+            d->rec.gone = NULL;
+            d->rec.gone_len = 0;
+        } else if (before[i].live) {
+            d->rec.gone = before[i].body;
+            d->rec.gone_len = before[i].body_len;
+        }
+        if (pub) {
+            uint32_t win = br_revtree_winner(&d->rec.tree);
+            pub[n_pub++] = (struct subs_change){
+                d->id,
+                d->id_len,
+                d->rec.tree.nodes[win].rev,
+                !after.live,
+                d->rec.seq,
+                after.live ? after.body : d->rec.gone,
+                after.live ? after.body_len : d->rec.gone_len};
+        }
         dg.last = d->rec.seq;
         changed++;
         /* the record */
@@ -575,8 +616,11 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
             db->update_seq = tmp.update_seq;
             db->external_size = tmp.external_size;
             *last = dg.last;
+            if (pub)
+                subs_publish(db, pub, n_pub);
         }
     }
+    br_free(pub);
     br_buf_fini(&val);
     br_buf_fini(&ck);
     return e;

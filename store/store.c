@@ -11,8 +11,8 @@
 #include "barrel/log.h"
 #include "store_int.h"
 
-static const char *const cf_names[CF_COUNT] = {"default", "meta", "docs",
-                                               "changes", "local", "atts"};
+static const char *const cf_names[CF_COUNT] = {"default", "meta", "docs",   "changes",
+                                               "local",   "atts", "index"};
 
 br_err store_rdb_err(char *err, const char *what)
 {
@@ -662,6 +662,7 @@ br_err br_store_db_open(br_store *s, const char *name, br_db **out)
     db->refs = 1;
     db->next_watch_id = 1;
     pthread_mutex_init(&db->wmu, NULL);
+    pthread_mutex_init(&db->cur_mu, NULL);
     pthread_rwlock_init(&db->watch_rw, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -693,6 +694,9 @@ void br_db_close(br_db *db)
         }
     }
     pthread_mutex_unlock(&s->cat_mu);
+    subs_release(db);
+    find_cursors_release(db);
+    pthread_mutex_destroy(&db->cur_mu);
     pthread_mutex_destroy(&db->wmu);
     pthread_rwlock_destroy(&db->watch_rw);
     pthread_cond_destroy(&db->chg_cv);

@@ -13,6 +13,9 @@
  *            dbid 'c' blobid u64 idx u32 BE -> one chunk (64 KiB) of a blob; blob files on
  *            dbid 'm' md5(16)          -> key32 (resolves CouchDB stubs by md5 digest)
  *            dbid 'p' blobid u64       -> a streaming upload in progress (swept at open)
+ *   index    dbid esc(keys) tag value docid -> "" : one posting per path of each live winner
+ *                                         (index.c: order-preserving, so equality, prefix and
+ *                                         ranges are key-range scans)
  *   A blob's content key is BLAKE2b-256 of its bytes (peers can choose the bytes, so no MD5
  *   for addressing); the md5 is kept for CouchDB's "md5-<base64>" digests.
  * dbid is a 4-byte big-endian id never reused, so a deleted database's key range cannot leak
@@ -26,10 +29,11 @@
 #include <rocksdb/c.h>
 
 #include "barrel/buf.h"
+#include "barrel/paths.h"
 #include "barrel/revtree.h"
 #include "barrel/store.h"
 
-enum cf_id { CF_DEFAULT, CF_META, CF_DOCS, CF_CHANGES, CF_LOCAL, CF_ATTS, CF_COUNT };
+enum cf_id { CF_DEFAULT, CF_META, CF_DOCS, CF_CHANGES, CF_LOCAL, CF_ATTS, CF_INDEX, CF_COUNT };
 
 #define DOCREC_VERSION 1
 #define DIGEST_VERSION 1
@@ -58,6 +62,12 @@ struct br_db {
     uint64_t del_count;
     uint64_t update_seq;
     uint64_t external_size;
+
+    struct subs *subs;         /* subscriptions (subs.c), created under cur_mu */
+    atomic_uint_fast64_t n_subs;
+    pthread_mutex_t cur_mu; /* find cursors (find.c) */
+    struct find_cursor *cursors[64];
+    uint64_t next_cursor;
 
     pthread_rwlock_t watch_rw; /* watchers: read-held while calling them, write to change */
     struct watcher *watchers;
@@ -163,6 +173,11 @@ struct docrec {
     br_revtree tree;
     struct leafdata *leaves;
     size_t n_leaves;
+    /* While the winner is a tombstone: the body of the last live winner, so path and query
+     * filters see a deletion as the document it deleted (CHG-26). Borrowed or owned (gone_own). */
+    const uint8_t *gone;
+    size_t gone_len;
+    uint8_t *gone_own;
 };
 
 void docrec_init(struct docrec *r);
@@ -202,5 +217,55 @@ br_err att_ref(struct att_batch *ab, const uint8_t key[32], int delta);
 br_err att_batch_flush(struct br_db *db, rocksdb_writebatch_t *wb, struct att_batch *ab);
 /* At store open: delete uploads left in progress by a crash and blobs nothing references. */
 br_err att_sweep(br_store *s, const uint8_t dbid[4]);
+
+/* ---- subscriptions (subs.c) ---- */
+
+/* One committed document change, as subscriptions see it. body: the live winner's, or for a
+ * deletion the last live body (may be NULL). */
+struct subs_change {
+    const char *id;
+    size_t id_len;
+    struct br_rev rev;
+    bool deleted;
+    struct br_hlc seq;
+    const uint8_t *body;
+    size_t body_len;
+};
+/* Match committed changes against the subscriptions and queue events (under db->wmu, in
+ * commit order; never blocks on subscribers). */
+void subs_publish(struct br_db *db, const struct subs_change *c, size_t n);
+/* Stop the delivery thread and free the registry (at the last br_db_close). */
+void subs_release(struct br_db *db);
+
+/* Release the snapshots find cursors hold (at the last br_db_close). */
+void find_cursors_release(struct br_db *db);
+
+/* ---- path index (index.c) ---- */
+
+/* Posting keys are dbid | esc(keys) | tag | value | docid, where esc() writes a byte string
+ * order-preservingly (0x00 -> 00 ff, terminated by 00 01) and the tag orders the value types:
+ * null < false < true < numbers < strings. Numbers (ints and floats together) are the 8-byte
+ * order-preserving form of their double, so an int beyond 2^53 shares a key with its neighbours:
+ * the index narrows, the query is always checked against the document. Strings are cut to
+ * BR_PATH_STRING_CUT bytes as in paths.h, then escaped. */
+enum { IDX_NULL = 0x10, IDX_FALSE = 0x20, IDX_TRUE = 0x21, IDX_NUM = 0x30, IDX_STR = 0x40 };
+
+/* dbid | esc(keys) */
+br_err index_path_prefix(br_buf *k, const uint8_t dbid[4], const char *keys, size_t len);
+/* Append tag | value for a scalar (string values are cut). */
+br_err index_put_value(br_buf *k, enum br_pv_type t, int64_t i, double f, const char *s,
+                       size_t n);
+/* Append tag | the order-preserving 8 bytes of d (numbers). */
+br_err index_put_number(br_buf *k, double d);
+/* Append the escaped string s (no cut) and its terminator; without terminator for prefixes. */
+br_err index_put_string(br_buf *k, const char *s, size_t n, bool terminate);
+/* In wb: remove the postings of old_body and add those of new_body (either may be NULL) for
+ * document id. Deletes go first, so a posting both bodies share survives. */
+br_err index_update(struct br_db *db, rocksdb_writebatch_t *wb, const char *id, size_t id_len,
+                    const uint8_t *old_body, size_t old_len, const uint8_t *new_body,
+                    size_t new_len);
+/* The body filters see for a document record: the live winner's, or for a deleted winner the
+ * last live body (gone); NULL when there is none. *deleted tells which. */
+const uint8_t *docrec_filter_body(const struct docrec *r, size_t *len, bool *deleted);
 
 #endif

@@ -71,6 +71,46 @@ static void check_change(br_db *db, const rocksdb_readoptions_t *ro, struct br_d
     rocksdb_free(v);
 }
 
+/* Every posting the live winner's body calls for must be in the index (counted, so that
+ * postings nothing calls for show up as a count mismatch). */
+struct icheck {
+    br_db *db;
+    const rocksdb_readoptions_t *ro;
+    struct br_db_check *c;
+    const char *id;
+    size_t id_len;
+    br_buf key;
+    br_err err;
+};
+
+static int check_posting(void *arg, const struct br_path_value *pv)
+{
+    struct icheck *ic = arg;
+    br_err e = index_path_prefix(&ic->key, ic->db->dbid, pv->keys, pv->keys_len);
+    if (!e)
+        e = index_put_value(&ic->key, pv->type, pv->i, pv->f, pv->s, pv->s_len);
+    if (!e)
+        e = br_buf_append(&ic->key, ic->id, ic->id_len);
+    if (e) {
+        ic->err = e;
+        return 1;
+    }
+    char *err = NULL;
+    size_t vl;
+    char *v = rocksdb_get_cf(ic->db->s->rdb, ic->ro, ic->db->s->cf[CF_INDEX],
+                             (const char *)ic->key.data, ic->key.len, &vl, &err);
+    if (err) {
+        ic->err = store_rdb_err(err, "check_index");
+        return 1;
+    }
+    ic->c->postings++;
+    if (!v)
+        problem(ic->c, ic->db->name, "document %.*s lacks the index posting for path %.*s",
+                (int)ic->id_len, ic->id, (int)pv->keys_len, pv->keys);
+    rocksdb_free(v);
+    return 0;
+}
+
 br_err br_db_check(br_db *db, struct br_db_check *out)
 {
     br_store *s = db->s;
@@ -125,6 +165,22 @@ br_err br_db_check(br_db *db, struct br_db_check *out)
         if (br_hlc_cmp(r.seq, max_seq) > 0)
             max_seq = r.seq;
         check_change(db, ro, out, id, id_len, &r, win);
+        size_t bl;
+        bool deleted;
+        const uint8_t *body = docrec_filter_body(&r, &bl, &deleted);
+        if (body && !deleted) {
+            struct icheck ic = {db, ro, out, id, id_len, {0}, BR_OK};
+            br_buf_init(&ic.key, 0);
+            br_err pe = br_paths_foreach(body, bl, check_posting, &ic);
+            br_buf_fini(&ic.key);
+            if (ic.err || pe == BR_ENOMEM) {
+                docrec_fini(&r);
+                e = ic.err ? ic.err : pe;
+                break;
+            }
+            if (pe)
+                problem(out, db->name, "the body of %.*s does not parse", (int)id_len, id);
+        }
         docrec_fini(&r);
     }
     char *err = NULL;
@@ -146,6 +202,20 @@ br_err br_db_check(br_db *db, struct br_db_check *out)
         e = store_rdb_err(err, "check_changes");
     else
         rocksdb_free(err);
+    uint64_t indexed = 0;
+    it = rocksdb_create_iterator_cf(s->rdb, ro, s->cf[CF_INDEX]);
+    for (rocksdb_iter_seek_to_first(it); !e && rocksdb_iter_valid(it); rocksdb_iter_next(it))
+        indexed++;
+    err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    if (err && !e)
+        e = store_rdb_err(err, "check_index");
+    else
+        rocksdb_free(err);
+    if (!e && indexed != out->postings)
+        problem(out, db->name, "%llu index postings, the live documents call for %llu",
+                (unsigned long long)indexed, (unsigned long long)out->postings);
     if (!e && out->changes != out->docs)
         problem(out, db->name, "%llu change entries for %llu documents",
                 (unsigned long long)out->changes, (unsigned long long)out->docs);

@@ -267,6 +267,8 @@ BR_NODISCARD br_err br_db_all_docs(br_db *db, const struct br_alldocs_opts *o, b
 
 /* ---- changes feed: one entry per document, at its latest change ---- */
 
+struct br_query; /* query.h */
+
 struct br_change {
     const char *id;
     size_t id_len;
@@ -286,6 +288,13 @@ struct br_changes_opts {
     const char *const *doc_ids; /* filter; NULL: all */
     const size_t *doc_id_lens;
     size_t n_doc_ids;
+    /* Path patterns (paths.h, MQTT syntax): keep documents with a topic some pattern matches.
+     * A deletion is judged by the last live revision it deleted (CHG-26). */
+    const char *const *paths;
+    size_t n_paths;
+    /* A compiled query (query.h): keep documents whose body matches its where clause (a
+     * deletion: the last live body). doc_ids, paths and query combine with AND. */
+    const struct br_query *query;
 };
 
 /* Feed the changes after o->since to cb in HLC order (reverse with descending) until it returns
@@ -343,6 +352,7 @@ BR_NODISCARD br_err br_db_local_delete(br_db *db, const char *id, size_t id_len,
 struct br_db_check {
     uint64_t docs;          /* document records read */
     uint64_t changes;       /* change entries read */
+    uint64_t postings;      /* path index postings the live documents call for */
     uint64_t problems;      /* inconsistencies found (each is logged at error level) */
     char first[256];        /* the first problem, for a person */
 };
@@ -350,7 +360,7 @@ struct br_db_check {
 /* Read the whole database on one snapshot and check that the document records, the changes
  * feed, the attachment references and the digest agree: every record decodes; every document
  * has exactly one change entry, at its seq, naming its winner; no change entry is orphaned; the
- * stored digest (counts, set hash, last seq) equals one recomputed from the records. BR_OK with
+ * path index holds exactly the postings of the live winners; the stored digest (counts, set hash, last seq) equals one recomputed from the records. BR_OK with
  * out->problems == 0 means consistent. Thread: any (writers may run; the check reads a
  * snapshot, and the digest is compared against the same snapshot). */
 BR_NODISCARD br_err br_db_check(br_db *db, struct br_db_check *out);

@@ -1,0 +1,535 @@
+/* subs.c — live subscriptions (subs.h).
+ *
+ * Per database: a registry (mutex sb->mu) holding every subscription and one pattern trie whose
+ * values are subscriptions; a delivery thread started with the first subscription. Writers call
+ * subs_publish under db->wmu right after a commit: for each changed document they compute its
+ * topics once, walk the trie per topic, mark each subscription hit (a per-publish stamp
+ * dedupes), check query subscriptions against the body, and append an event to each hit
+ * subscription's bounded ring. The delivery thread pops events and calls callbacks without
+ * holding the mutex; `busy` marks the subscription whose callback runs, and br_sub_close waits
+ * on it (unless called from that callback, where the thread frees the subscription after). */
+#include "barrel/subs.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "barrel/alloc.h"
+#include "barrel/log.h"
+#include "store_int.h"
+
+struct sub_ev {
+    char *block; /* one allocation: id, topic pointers and text */
+    size_t id_len;
+    struct br_rev rev;
+    bool deleted;
+    struct br_hlc seq;
+    const char **paths;
+    size_t n_paths;
+};
+
+struct br_sub {
+    struct br_db *db;
+    br_sub_fn fn;
+    void *arg;
+    char **patterns; /* as registered in the trie */
+    size_t n_patterns;
+    const br_query *query;
+    struct sub_ev *ring;
+    size_t cap, head, len;
+    bool overflowing;
+    uint64_t dropped_now; /* dropped since overflow began */
+    uint64_t delivered, dropped_total;
+    uint64_t stamp; /* last publish that hit it */
+    bool closed, busy, ready;
+    struct br_sub *next_ready;
+};
+
+struct subs {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* work for the thread, or a callback finished */
+    br_pattern_trie *trie;
+    br_sub **all;
+    size_t n, cap;
+    struct br_sub *ready_head, *ready_tail;
+    pthread_t thread;
+    bool running, stop;
+    uint64_t stamp;
+    br_sub *in_cb; /* whose callback runs now */
+};
+
+static void ev_free(struct sub_ev *e)
+{
+    br_free(e->block);
+    memset(e, 0, sizeof *e);
+}
+
+static void make_ready(struct subs *sb, br_sub *s)
+{
+    if (s->ready || s->busy)
+        return;
+    s->ready = true;
+    s->next_ready = NULL;
+    if (sb->ready_tail)
+        sb->ready_tail->next_ready = s;
+    else
+        sb->ready_head = s;
+    sb->ready_tail = s;
+}
+
+static void unready(struct subs *sb, br_sub *s)
+{
+    if (!s->ready)
+        return;
+    br_sub **pp = &sb->ready_head, *prev = NULL;
+    for (; *pp; prev = *pp, pp = &(*pp)->next_ready) {
+        if (*pp == s) {
+            *pp = s->next_ready;
+            if (sb->ready_tail == s)
+                sb->ready_tail = prev;
+            break;
+        }
+    }
+    s->ready = false;
+}
+
+static void sub_free(br_sub *s)
+{
+    while (s->len) {
+        ev_free(&s->ring[s->head]);
+        s->head = (s->head + 1) % s->cap;
+        s->len--;
+    }
+    br_free(s->ring);
+    for (size_t i = 0; i < s->n_patterns; i++)
+        br_free(s->patterns[i]);
+    br_free(s->patterns);
+    br_free(s);
+}
+
+static void *deliver_loop(void *arg)
+{
+    struct br_db *db = arg;
+    struct subs *sb = db->subs;
+    pthread_mutex_lock(&sb->mu);
+    while (!sb->stop) {
+        br_sub *s = sb->ready_head;
+        if (!s) {
+            pthread_cond_wait(&sb->cv, &sb->mu);
+            continue;
+        }
+        sb->ready_head = s->next_ready;
+        if (!sb->ready_head)
+            sb->ready_tail = NULL;
+        s->ready = false;
+        struct br_sub_event ev;
+        memset(&ev, 0, sizeof ev);
+        struct sub_ev held = {0};
+        if (s->len) {
+            held = s->ring[s->head];
+            memset(&s->ring[s->head], 0, sizeof s->ring[s->head]);
+            s->head = (s->head + 1) % s->cap;
+            s->len--;
+            ev.kind = BR_SUB_CHANGE;
+            ev.id = held.block;
+            ev.id_len = held.id_len;
+            ev.rev = held.rev;
+            ev.deleted = held.deleted;
+            ev.seq = held.seq;
+            ev.paths = held.paths;
+            ev.n_paths = held.n_paths;
+        } else if (s->overflowing) {
+            ev.kind = BR_SUB_OVERFLOW;
+            ev.dropped = s->dropped_now;
+            s->overflowing = false; /* caught up: changes are queued again */
+            s->dropped_now = 0;
+        } else {
+            continue;
+        }
+        s->busy = true;
+        sb->in_cb = s;
+        pthread_mutex_unlock(&sb->mu);
+        s->fn(s->arg, &ev);
+        ev_free(&held);
+        pthread_mutex_lock(&sb->mu);
+        sb->in_cb = NULL;
+        s->busy = false;
+        s->delivered += ev.kind == BR_SUB_CHANGE;
+        if (s->closed) { /* closed by its own callback: unregistered already */
+            sub_free(s);
+        } else if (s->len || s->overflowing) {
+            make_ready(sb, s);
+        }
+        pthread_cond_broadcast(&sb->cv);
+    }
+    pthread_mutex_unlock(&sb->mu);
+    return NULL;
+}
+
+static br_err subs_get(struct br_db *db, struct subs **out)
+{
+    pthread_mutex_lock(&db->cur_mu); /* guards db->subs creation */
+    br_err e = BR_OK;
+    if (!db->subs) {
+        struct subs *sb = br_calloc(1, sizeof *sb);
+        if (!sb) {
+            e = BR_ENOMEM;
+            goto out;
+        }
+        e = br_pattern_trie_new(&sb->trie);
+        if (e) {
+            br_free(sb);
+            goto out;
+        }
+        pthread_mutex_init(&sb->mu, NULL);
+        pthread_cond_init(&sb->cv, NULL);
+        db->subs = sb;
+    }
+    *out = db->subs;
+out:
+    pthread_mutex_unlock(&db->cur_mu);
+    return e;
+}
+
+void subs_release(struct br_db *db)
+{
+    struct subs *sb = db->subs;
+    if (!sb)
+        return;
+    pthread_mutex_lock(&sb->mu);
+    sb->stop = true;
+    pthread_cond_broadcast(&sb->cv);
+    pthread_mutex_unlock(&sb->mu);
+    if (sb->running)
+        pthread_join(sb->thread, NULL);
+    for (size_t i = 0; i < sb->n; i++) /* subscriptions hold db references: none remain */
+        sub_free(sb->all[i]);
+    br_free(sb->all);
+    br_pattern_trie_free(sb->trie);
+    pthread_mutex_destroy(&sb->mu);
+    pthread_cond_destroy(&sb->cv);
+    br_free(sb);
+    db->subs = NULL;
+}
+
+static void trie_drop(struct subs *sb, br_sub *s, size_t i)
+{
+    /* Cannot fail for a pair that was added: a failure is a bug worth a log line. */
+    if (br_pattern_trie_remove(sb->trie, s->patterns[i], strlen(s->patterns[i]), s) != BR_OK)
+        br_log(BR_LOG_ERROR, "store", "op=unsubscribe msg=\"pattern not in the trie\"");
+}
+
+static void unregister(struct subs *sb, br_sub *s)
+{
+    for (size_t i = 0; i < s->n_patterns; i++)
+        trie_drop(sb, s, i);
+    for (size_t i = 0; i < sb->n; i++) {
+        if (sb->all[i] == s) {
+            sb->all[i] = sb->all[--sb->n];
+            break;
+        }
+    }
+    atomic_fetch_sub(&s->db->n_subs, 1);
+}
+
+br_err br_db_subscribe(br_db *db, const struct br_sub_opts *o, br_sub_fn fn, void *arg,
+                       br_sub **out, struct br_errbuf *eb)
+{
+    *out = NULL;
+    if (!o || !fn || (!o->n_patterns && !o->query))
+        return br_fail(eb, BR_EINVAL, "a subscription needs path patterns or a query");
+    if (o->n_patterns > BR_SUB_PATTERNS_MAX)
+        return br_fail(eb, BR_EINVAL, "at most %d patterns per subscription",
+                       BR_SUB_PATTERNS_MAX);
+    for (size_t i = 0; i < o->n_patterns; i++) {
+        br_err e = br_pattern_check(o->patterns[i], strlen(o->patterns[i]), eb);
+        if (e)
+            return e;
+    }
+    br_sub *s = br_calloc(1, sizeof *s);
+    if (!s)
+        return BR_ENOMEM;
+    s->db = db;
+    s->fn = fn;
+    s->arg = arg;
+    s->query = o->query;
+    s->cap = o->queue_max ? o->queue_max : BR_SUB_QUEUE_DEFAULT;
+    s->ring = br_calloc(s->cap, sizeof *s->ring);
+    br_err e = s->ring ? BR_OK : BR_ENOMEM;
+    /* The trie holds the patterns; a query subscription without patterns registers the
+     * patterns its query touches (SUB-25), and checks the query on each hit. */
+    char **qp = NULL;
+    size_t nqp = 0;
+    if (!e && !o->n_patterns)
+        e = br_query_patterns(o->query, &qp, &nqp);
+    size_t np = o->n_patterns ? o->n_patterns : nqp;
+    if (!e && np) {
+        s->patterns = br_calloc(np, sizeof *s->patterns);
+        if (!s->patterns)
+            e = BR_ENOMEM;
+    }
+    for (size_t i = 0; !e && i < np; i++) {
+        s->patterns[i] = br_strdup(o->n_patterns ? o->patterns[i] : qp[i]);
+        if (!s->patterns[i])
+            e = BR_ENOMEM;
+        else
+            s->n_patterns = i + 1;
+    }
+    br_free(qp);
+    struct subs *sb = NULL;
+    if (!e)
+        e = subs_get(db, &sb);
+    if (e) {
+        sub_free(s);
+        return e;
+    }
+    pthread_mutex_lock(&sb->mu);
+    if (sb->n == sb->cap) {
+        size_t nc = sb->cap ? sb->cap * 2 : 8;
+        br_sub **na = br_realloc(sb->all, nc * sizeof *na);
+        if (!na)
+            e = BR_ENOMEM;
+        else {
+            sb->all = na;
+            sb->cap = nc;
+        }
+    }
+    size_t added = 0;
+    for (size_t i = 0; !e && i < s->n_patterns; i++) {
+        e = br_pattern_trie_add(sb->trie, s->patterns[i], strlen(s->patterns[i]), s);
+        added += !e;
+    }
+    if (!e && !sb->running) {
+        if (pthread_create(&sb->thread, NULL, deliver_loop, db) != 0)
+            e = BR_ENOMEM;
+        else
+            sb->running = true;
+    }
+    if (e) {
+        for (size_t i = 0; i < added; i++)
+            trie_drop(sb, s, i);
+        pthread_mutex_unlock(&sb->mu);
+        sub_free(s);
+        return e;
+    }
+    sb->all[sb->n++] = s;
+    atomic_fetch_add(&db->n_subs, 1);
+    pthread_mutex_unlock(&sb->mu);
+    /* The subscription keeps the database open. */
+    pthread_mutex_lock(&db->s->cat_mu);
+    db->refs++;
+    pthread_mutex_unlock(&db->s->cat_mu);
+    *out = s;
+    return BR_OK;
+}
+
+void br_sub_close(br_sub *s)
+{
+    if (!s)
+        return;
+    struct br_db *db = s->db;
+    struct subs *sb = db->subs;
+    pthread_mutex_lock(&sb->mu);
+    unregister(sb, s);
+    unready(sb, s);
+    s->closed = true;
+    bool own_cb = s->busy && pthread_equal(pthread_self(), sb->thread);
+    if (!own_cb) {
+        while (s->busy)
+            pthread_cond_wait(&sb->cv, &sb->mu);
+    }
+    pthread_mutex_unlock(&sb->mu);
+    if (!own_cb)
+        sub_free(s); /* else the delivery thread frees it when the callback returns */
+    /* Dropping the last reference joins the delivery thread: never from that thread. */
+    if (own_cb) {
+        pthread_mutex_lock(&db->s->cat_mu);
+        if (db->refs > 1) {
+            db->refs--;
+            pthread_mutex_unlock(&db->s->cat_mu);
+            return;
+        }
+        pthread_mutex_unlock(&db->s->cat_mu);
+        br_log(BR_LOG_WARN, "store",
+               "op=sub_close db=%s msg=\"last handle closed from a callback: kept open\"",
+               db->name);
+        return;
+    }
+    br_db_close(db);
+}
+
+size_t br_db_sub_count(br_db *db)
+{
+    return (size_t)atomic_load(&db->n_subs);
+}
+
+void br_sub_stats(br_sub *s, uint64_t *queued, uint64_t *delivered, uint64_t *dropped)
+{
+    struct subs *sb = s->db->subs;
+    pthread_mutex_lock(&sb->mu);
+    *queued = s->len;
+    *delivered = s->delivered;
+    *dropped = s->dropped_total;
+    pthread_mutex_unlock(&sb->mu);
+}
+
+/* ---- publishing (writer side) ---- */
+
+struct topics {
+    char **v;
+    size_t n, cap;
+    br_buf t;
+    br_err err;
+};
+
+static int collect_topic(void *arg, const struct br_path_value *pv)
+{
+    struct topics *tp = arg;
+    br_buf_reset(&tp->t);
+    br_err e = br_path_topic(pv, &tp->t);
+    if (!e && tp->n == tp->cap) {
+        size_t nc = tp->cap ? tp->cap * 2 : 16;
+        char **nv = br_realloc(tp->v, nc * sizeof *nv);
+        if (!nv)
+            e = BR_ENOMEM;
+        else {
+            tp->v = nv;
+            tp->cap = nc;
+        }
+    }
+    if (!e) {
+        tp->v[tp->n] = br_strndup((const char *)tp->t.data, tp->t.len);
+        if (!tp->v[tp->n])
+            e = BR_ENOMEM;
+        else
+            tp->n++;
+    }
+    tp->err = e;
+    return e != BR_OK;
+}
+
+static void topics_fini(struct topics *tp)
+{
+    for (size_t i = 0; i < tp->n; i++)
+        br_free(tp->v[i]);
+    br_free(tp->v);
+    br_buf_fini(&tp->t);
+}
+
+static int cstr_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+struct hits {
+    struct subs *sb;
+    br_sub **v;
+    size_t n, cap;
+    bool oom;
+};
+
+static void on_hit(void *arg, void *value)
+{
+    struct hits *h = arg;
+    br_sub *s = value;
+    if (s->stamp == h->sb->stamp)
+        return; /* already hit by another topic of this change (SUB-16) */
+    s->stamp = h->sb->stamp;
+    if (h->n == h->cap) {
+        size_t nc = h->cap ? h->cap * 2 : 16;
+        br_sub **nv = br_realloc(h->v, nc * sizeof *nv);
+        if (!nv) {
+            h->oom = true;
+            return;
+        }
+        h->v = nv;
+        h->cap = nc;
+    }
+    h->v[h->n++] = s;
+}
+
+/* One event for one subscription: id, topic pointers and topic text in one block. */
+static br_err ev_make(struct sub_ev *ev, const char *id, size_t id_len, const struct topics *tp)
+{
+    size_t off = (id_len + 1 + sizeof(char *) - 1) / sizeof(char *) * sizeof(char *);
+    size_t need = off + tp->n * sizeof(char *);
+    for (size_t i = 0; i < tp->n; i++)
+        need += strlen(tp->v[i]) + 1;
+    char *b = br_malloc(need);
+    if (!b)
+        return BR_ENOMEM;
+    memcpy(b, id, id_len);
+    b[id_len] = 0;
+    const char **ptrs = (const char **)(void *)(b + off);
+    char *text = b + off + tp->n * sizeof(char *);
+    for (size_t i = 0; i < tp->n; i++) {
+        size_t l = strlen(tp->v[i]) + 1;
+        memcpy(text, tp->v[i], l);
+        ptrs[i] = text;
+        text += l;
+    }
+    ev->block = b;
+    ev->id_len = id_len;
+    ev->paths = tp->n ? ptrs : NULL;
+    ev->n_paths = tp->n;
+    return BR_OK;
+}
+
+void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
+{
+    struct subs *sb = db->subs;
+    if (!sb || atomic_load(&db->n_subs) == 0)
+        return;
+    struct hits h = {.sb = sb};
+    bool woke = false;
+    pthread_mutex_lock(&sb->mu);
+    for (size_t i = 0; i < n; i++) {
+        const struct subs_change *c = &chg[i];
+        struct topics tp = {0};
+        br_buf_init(&tp.t, 0);
+        if (c->body) {
+            br_err e = br_paths_foreach(c->body, c->body_len, collect_topic, &tp);
+            if (!tp.err && e == BR_ENOMEM)
+                tp.err = e;
+        }
+        if (tp.err) {
+            br_log(BR_LOG_ERROR, "store", "op=publish db=%s msg=\"out of memory\"", db->name);
+            topics_fini(&tp);
+            continue;
+        }
+        qsort(tp.v, tp.n, sizeof *tp.v, cstr_cmp);
+        sb->stamp++;
+        h.n = 0;
+        for (size_t t = 0; t < tp.n; t++)
+            br_pattern_trie_match(sb->trie, tp.v[t], strlen(tp.v[t]), on_hit, &h);
+        for (size_t k = 0; k < h.n; k++) {
+            br_sub *s = h.v[k];
+            if (s->query && !(c->body && br_query_match(s->query, c->body, c->body_len)))
+                continue;
+            if (s->overflowing || s->len == s->cap) {
+                s->overflowing = true;
+                s->dropped_now++;
+                s->dropped_total++;
+                make_ready(sb, s);
+                continue;
+            }
+            struct sub_ev *ev = &s->ring[(s->head + s->len) % s->cap];
+            if (ev_make(ev, c->id, c->id_len, &tp)) {
+                s->overflowing = true; /* out of memory: reported as a drop, not silent */
+                s->dropped_now++;
+                s->dropped_total++;
+            } else {
+                ev->rev = c->rev;
+                ev->deleted = c->deleted;
+                ev->seq = c->seq;
+                s->len++;
+            }
+            make_ready(sb, s);
+            woke = true;
+        }
+        topics_fini(&tp);
+    }
+    if (woke || sb->ready_head)
+        pthread_cond_broadcast(&sb->cv);
+    pthread_mutex_unlock(&sb->mu);
+    br_free(h.v);
+}
