@@ -514,6 +514,8 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
     struct br_db_digest dg = db->digest;
     struct subs_change *pub = NULL;
     size_t n_pub = 0;
+    struct index_batch ib;
+    index_batch_init(&ib);
     if (atomic_load(&db->n_subs)) {
         pub = br_calloc(w->n ? w->n : 1, sizeof *pub);
         if (!pub)
@@ -541,7 +543,7 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
         /* The path index follows the live winner; a deleted winner remembers the last live
          * body for filters (CHG-26). Bodies borrowed here live in d->raw or d->rec until the
          * batch is committed. */
-        e = index_update(db, w->wb, d->id, d->id_len, before[i].body, before[i].body_len,
+        e = index_update(db, &ib, d->id, d->id_len, before[i].body, before[i].body_len,
                          after.body, after.body_len);
         if (e)
             break;
@@ -596,6 +598,9 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
     }
     if (!e && changed)
         e = att_batch_flush(db, w->wb, w->ab);
+    if (!e && changed)
+        index_batch_flush(db, w->wb, &ib);
+    index_batch_fini(&ib);
     if (!e && changed) {
         struct br_db tmp = *db;
         tmp.digest = dg;

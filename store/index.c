@@ -6,6 +6,7 @@
  * a filter for the planner (find.c), never the last word: every candidate is checked against its
  * document, which is what lets numbers share one double-ordered space and long strings be cut. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "barrel/alloc.h"
@@ -75,9 +76,22 @@ br_err index_put_value(br_buf *k, enum br_pv_type t, int64_t i, double f, const 
     return e ? e : index_put_string(k, s, n < BR_PATH_STRING_CUT ? n : BR_PATH_STRING_CUT, true);
 }
 
+void index_batch_init(struct index_batch *ib)
+{
+    memset(ib, 0, sizeof *ib);
+    br_buf_init(&ib->keys, 0);
+}
+
+void index_batch_fini(struct index_batch *ib)
+{
+    br_buf_fini(&ib->keys);
+    br_free(ib->ops);
+    memset(ib, 0, sizeof *ib);
+}
+
 struct upd {
     struct br_db *db;
-    rocksdb_writebatch_t *wb;
+    struct index_batch *ib;
     const char *id;
     size_t id_len;
     bool put;
@@ -88,30 +102,43 @@ struct upd {
 static int posting(void *arg, const struct br_path_value *pv)
 {
     struct upd *u = arg;
+    struct index_batch *ib = u->ib;
     br_err e = index_path_prefix(&u->key, u->db->dbid, pv->keys, pv->keys_len);
     if (!e)
         e = index_put_value(&u->key, pv->type, pv->i, pv->f, pv->s, pv->s_len);
     if (!e)
         e = br_buf_append(&u->key, u->id, u->id_len);
+    if (!e && ib->n == ib->cap) {
+        size_t nc = ib->cap ? ib->cap * 2 : 256;
+        struct index_op *no = br_realloc(ib->ops, nc * sizeof *no);
+        if (!no)
+            e = BR_ENOMEM;
+        else {
+            ib->ops = no;
+            ib->cap = nc;
+        }
+    }
+    if (!e) {
+        ib->ops[ib->n] = (struct index_op){.off = ib->keys.len, .len = u->key.len, .put = u->put,
+                                           .seq = ib->n};
+        e = br_buf_append(&ib->keys, u->key.data, u->key.len);
+        if (!e)
+            ib->n++;
+    }
     if (e) {
         u->err = e;
         return 1;
     }
-    rocksdb_column_family_handle_t *cf = u->db->s->cf[CF_INDEX];
-    if (u->put)
-        rocksdb_writebatch_put_cf(u->wb, cf, (const char *)u->key.data, u->key.len, "", 0);
-    else
-        rocksdb_writebatch_delete_cf(u->wb, cf, (const char *)u->key.data, u->key.len);
     return 0;
 }
 
-br_err index_update(struct br_db *db, rocksdb_writebatch_t *wb, const char *id, size_t id_len,
+br_err index_update(struct br_db *db, struct index_batch *ib, const char *id, size_t id_len,
                     const uint8_t *old_body, size_t old_len, const uint8_t *new_body,
                     size_t new_len)
 {
     if (old_body && new_body && old_len == new_len && memcmp(old_body, new_body, old_len) == 0)
         return BR_OK;
-    struct upd u = {.db = db, .wb = wb, .id = id, .id_len = id_len};
+    struct upd u = {.db = db, .ib = ib, .id = id, .id_len = id_len};
     br_buf_init(&u.key, 0);
     br_err e = BR_OK;
     /* Stored bodies were validated on the way in; a body that no longer parses (a corrupt
@@ -127,6 +154,42 @@ br_err index_update(struct br_db *db, rocksdb_writebatch_t *wb, const char *id, 
     }
     br_buf_fini(&u.key);
     return u.err ? u.err : e;
+}
+
+static const uint8_t *sort_base; /* qsort has no context; set under db->wmu by the writer */
+
+static int op_cmp(const void *pa, const void *pb)
+{
+    const struct index_op *a = pa, *b = pb;
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = memcmp(sort_base + a->off, sort_base + b->off, n);
+    if (c)
+        return c;
+    if (a->len != b->len)
+        return a->len < b->len ? -1 : 1;
+    return a->seq < b->seq ? -1 : 1; /* the same key: keep the order they were made in */
+}
+
+static pthread_mutex_t sort_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void index_batch_flush(struct br_db *db, rocksdb_writebatch_t *wb, struct index_batch *ib)
+{
+    if (!ib->n)
+        return;
+    /* In key order: the memtable's skiplist inserts each key next to the previous one (its
+     * cached splice) instead of searching from the top, which is most of an index write. */
+    pthread_mutex_lock(&sort_mu);
+    sort_base = ib->keys.data;
+    qsort(ib->ops, ib->n, sizeof *ib->ops, op_cmp);
+    pthread_mutex_unlock(&sort_mu);
+    rocksdb_column_family_handle_t *cf = db->s->cf[CF_INDEX];
+    for (size_t i = 0; i < ib->n; i++) {
+        const char *k = (const char *)ib->keys.data + ib->ops[i].off;
+        if (ib->ops[i].put)
+            rocksdb_writebatch_put_cf(wb, cf, k, ib->ops[i].len, "", 0);
+        else
+            rocksdb_writebatch_delete_cf(wb, cf, k, ib->ops[i].len);
+    }
 }
 
 const uint8_t *docrec_filter_body(const struct docrec *r, size_t *len, bool *deleted)

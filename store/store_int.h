@@ -259,11 +259,26 @@ br_err index_put_value(br_buf *k, enum br_pv_type t, int64_t i, double f, const 
 br_err index_put_number(br_buf *k, double d);
 /* Append the escaped string s (no cut) and its terminator; without terminator for prefixes. */
 br_err index_put_string(br_buf *k, const char *s, size_t n, bool terminate);
-/* In wb: remove the postings of old_body and add those of new_body (either may be NULL) for
- * document id. Deletes go first, so a posting both bodies share survives. */
-br_err index_update(struct br_db *db, rocksdb_writebatch_t *wb, const char *id, size_t id_len,
+/* The index mutations of one write batch, added to the WriteBatch sorted by key. */
+struct index_op {
+    size_t off, len; /* the key, in keys */
+    size_t seq;      /* order of making: for the same key, a later op wins */
+    bool put;
+};
+struct index_batch {
+    br_buf keys;
+    struct index_op *ops;
+    size_t n, cap;
+};
+void index_batch_init(struct index_batch *ib);
+void index_batch_fini(struct index_batch *ib);
+/* Queue the removal of old_body's postings and the addition of new_body's (either may be
+ * NULL) for document id. A posting both bodies share is removed, then added again. */
+br_err index_update(struct br_db *db, struct index_batch *ib, const char *id, size_t id_len,
                     const uint8_t *old_body, size_t old_len, const uint8_t *new_body,
                     size_t new_len);
+/* Append the queued mutations to wb in key order. */
+void index_batch_flush(struct br_db *db, rocksdb_writebatch_t *wb, struct index_batch *ib);
 /* The body filters see for a document record: the live winner's, or for a deleted winner the
  * last live body (gone); NULL when there is none. *deleted tells which. */
 const uint8_t *docrec_filter_body(const struct docrec *r, size_t *len, bool *deleted);
