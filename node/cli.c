@@ -12,8 +12,10 @@
 #include "barrel/alloc.h"
 #include "barrel/cli.h"
 #include "barrel/couch.h"
+#include "barrel/find.h"
 #include "barrel/json.h"
 #include "barrel/log.h"
+#include "barrel/query.h"
 #include "barrel/store.h"
 
 #define DEFAULT_DATA "./barrel-data"
@@ -327,41 +329,84 @@ static br_err parse_since(br_db *db, const char *v, struct br_hlc *out)
     return br_hlc_parse(v, strlen(v), out);
 }
 
+#define CHANGES_USAGE                                                                           \
+    "barrel changes DB [--since S] [--limit N] [--all-docs] [--descending] [--path P]... "       \
+    "[--query JSON]"
+
 static int cmd_changes(struct cli *c)
 {
     if (c->argc < 1)
-        return fail_usage(c, "barrel changes DB [--since S] [--limit N] [--all-docs]");
+        return fail_usage(c, CHANGES_USAGE);
     struct br_changes_opts o = {0};
     const char *since = "0";
+    const char **paths = calloc((size_t)c->argc, sizeof *paths);
+    br_query *q = NULL;
+    int rc = 0;
+    if (!paths)
+        return fail_err(c, BR_ENOMEM, NULL);
+    o.paths = paths;
     for (int i = 1; i < c->argc; i++) {
         const char *a = c->argv[i];
-        if (strcmp(a, "--since") == 0) {
-            if (!(since = opt_value(c, &i)))
-                return fail_usage(c, "--since needs a sequence (wall:logical, 0 or now)");
+        if (strcmp(a, "--path") == 0) {
+            const char *v = opt_value(c, &i);
+            struct br_errbuf peb = {{0}};
+            if (!v) {
+                rc = fail_usage(c, "--path needs a pattern such as type/# or site/+");
+                goto done;
+            }
+            if (br_pattern_check(v, strlen(v), &peb) != BR_OK) {
+                rc = fail_err(c, BR_EINVAL, peb.msg);
+                goto done;
+            }
+            paths[o.n_paths++] = v;
+        } else if (strcmp(a, "--query") == 0) {
+            const char *v = opt_value(c, &i);
+            struct br_errbuf qeb = {{0}};
+            json_t *qj = NULL;
+            br_err qe = v ? br_json_parse(v, strlen(v), 0, &qj, &qeb) : BR_EINVAL;
+            if (!qe)
+                qe = br_query_compile(qj, &q, &qeb);
+            json_decref(qj);
+            if (qe) {
+                rc = v ? fail_err(c, qe, qeb.msg) : fail_usage(c, "--query needs a JSON query");
+                goto done;
+            }
+            o.query = q;
+        } else if (strcmp(a, "--since") == 0) {
+            if (!(since = opt_value(c, &i))) {
+                rc = fail_usage(c, "--since needs a sequence (wall:logical, 0 or now)");
+                goto done;
+            }
         } else if (strcmp(a, "--limit") == 0) {
             const char *v = opt_value(c, &i);
             char *end;
             errno = 0;
             unsigned long long n = v ? strtoull(v, &end, 10) : 0;
-            if (!v || *v == '-' || *end || errno || n == 0)
-                return fail_usage(c, "--limit needs a positive number");
+            if (!v || *v == '-' || *end || errno || n == 0) {
+                rc = fail_usage(c, "--limit needs a positive number");
+                goto done;
+            }
             o.limit = (size_t)n;
         } else if (strcmp(a, "--all-docs") == 0) {
             o.all_docs = true;
         } else if (strcmp(a, "--descending") == 0) {
             o.descending = true;
         } else {
-            return fail_usage(c, "barrel changes DB [--since S] [--limit N] [--all-docs]");
+            rc = fail_usage(c, CHANGES_USAGE);
+            goto done;
         }
     }
     struct br_errbuf eb = {{0}};
     br_db *db = NULL;
     br_err e = open_db(c, c->argv[0], &db, &eb);
-    if (e)
-        return fail_err(c, e, eb.msg);
+    if (e) {
+        rc = fail_err(c, e, eb.msg);
+        goto done;
+    }
     if ((e = parse_since(db, since, &o.since))) {
         br_db_close(db);
-        return fail_err(c, BR_EINVAL, "since must be 0, now, or a sequence wall:logical");
+        rc = fail_err(c, BR_EINVAL, "since must be 0, now, or a sequence wall:logical");
+        goto done;
     }
     struct changes_out co = {json_array()};
     struct br_hlc last;
@@ -369,9 +414,99 @@ static int cmd_changes(struct cli *c)
     br_db_close(db);
     if (e) {
         json_decref(co.results);
-        return fail_err(c, e, NULL);
+        rc = fail_err(c, e, NULL);
+        goto done;
     }
-    return emit(c, json_pack("{s:o,s:o}", "results", co.results, "last_seq", hlc_json(last)));
+    rc = emit(c, json_pack("{s:o,s:o}", "results", co.results, "last_seq", hlc_json(last)));
+done:
+    br_query_free(q);
+    free(paths);
+    return rc;
+}
+
+/* ---- find: barrel's query JSON, or a Mango _find body with --mango ---- */
+
+struct find_out {
+    json_t *docs;
+    bool include_docs;
+    br_err err;
+};
+
+static int on_find_row(void *arg, const struct br_find_row *r)
+{
+    struct find_out *fo = arg;
+    json_t *row = NULL;
+    if (fo->include_docs) {
+        if (br_json_from_cbor(r->body, r->body_len, &row, NULL) != BR_OK) {
+            fo->err = BR_ESTORE;
+            return 1;
+        }
+        json_object_set_new(row, "_id", json_stringn(r->id, r->id_len));
+        json_object_set_new(row, "_rev", rev_json(&r->rev));
+    } else {
+        row = json_pack("{s:s%,s:o}", "_id", r->id, r->id_len, "_rev", rev_json(&r->rev));
+    }
+    if (!row || json_array_append_new(fo->docs, row)) {
+        fo->err = BR_ENOMEM;
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_find(struct cli *c)
+{
+    static const char usage[] = "barrel find DB [JSON|-] [--mango] [--explain]";
+    bool mango = false, explain = false;
+    const char *arg = NULL;
+    if (c->argc < 1)
+        return fail_usage(c, usage);
+    for (int i = 1; i < c->argc; i++) {
+        if (strcmp(c->argv[i], "--mango") == 0)
+            mango = true;
+        else if (strcmp(c->argv[i], "--explain") == 0)
+            explain = true;
+        else if (!arg)
+            arg = c->argv[i];
+        else
+            return fail_usage(c, usage);
+    }
+    struct br_errbuf eb = {{0}};
+    json_t *j = NULL;
+    br_err e = read_json(c, arg, &j, &eb);
+    if (e)
+        return fail_err(c, e, eb.msg);
+    br_query *q = NULL;
+    e = mango ? br_query_from_mango(j, &q, &eb) : br_query_compile(j, &q, &eb);
+    json_decref(j);
+    if (e)
+        return fail_err(c, e, eb.msg);
+    br_db *db = NULL;
+    int rc;
+    if ((e = open_db(c, c->argv[0], &db, &eb))) {
+        rc = fail_err(c, e, eb.msg);
+    } else if (explain) {
+        json_t *x = NULL;
+        e = br_db_explain(db, q, &x);
+        rc = e ? fail_err(c, e, NULL) : emit(c, x);
+    } else {
+        struct find_out fo = {json_array(), mango || q->include_docs, BR_OK};
+        struct br_find_result res;
+        e = br_db_find(db, q, on_find_row, &fo, &res);
+        if (!e)
+            e = fo.err;
+        if (e) {
+            json_decref(fo.docs);
+            rc = fail_err(c, e, e == BR_EINVAL ? "bookmark expired or not of this query" : NULL);
+        } else {
+            json_t *o = json_pack("{s:o,s:s}", "docs", fo.docs, "plan", res.plan);
+            if (o && res.has_more)
+                json_object_set_new(o, "bookmark", json_string(res.token));
+            rc = emit(c, o);
+        }
+    }
+    br_db_close(db);
+    br_query_free(q);
+    return rc;
 }
 
 /* ---- revsdiff ---- */
@@ -665,7 +800,10 @@ static int cmd_help(struct cli *c)
             "  put DB ID [JSON|-]            write a document (JSON argument or stdin)\n"
             "  get DB ID [--rev R] [--revs] [--conflicts] [--deleted-conflicts]\n"
             "  delete DB ID --rev R          write a tombstone\n"
-            "  changes DB [--since S] [--limit N] [--all-docs] [--descending]\n"
+            "  changes DB [--since S] [--limit N] [--all-docs] [--descending] [--path P]...\n"
+            "            [--query JSON]      only documents matching patterns / a query\n"
+            "  find DB [JSON|-] [--mango] [--explain]\n"
+            "                                {\"where\": [...]} or a Mango _find body\n"
             "  revsdiff DB [JSON|-]          {\"docid\": [\"rev\", ...]} -> what is missing\n"
             "  bulk DB [JSON|-]              {\"docs\": [...], \"new_edits\": bool}\n"
             "  all-docs DB [--startkey K] [--endkey K] [--limit N] [--descending] "
@@ -722,6 +860,7 @@ int br_cli_run(int argc, char **argv, FILE *in, FILE *out, FILE *err)
         {"db", cmd_db},           {"put", cmd_put},         {"get", cmd_get},
         {"delete", cmd_delete},   {"changes", cmd_changes}, {"revsdiff", cmd_revsdiff},
         {"bulk", cmd_bulk},       {"all-docs", cmd_all_docs}, {"check", cmd_check},
+        {"find", cmd_find},
     };
     c.argc = nrest - 1;
     c.argv = rest + 1;

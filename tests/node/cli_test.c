@@ -248,3 +248,62 @@ Test(cli, binary_reads_stdin_and_exits_non_zero_on_error)
              dir);
     cr_expect_eq(sh(cmd), 2);
 }
+
+Test(cli, find_explain_and_filtered_changes)
+{
+    const char *mk[] = {"db", "create", "s", NULL};
+    cr_assert_eq(run(NULL, mk), 0);
+    for (int i = 0; i < 6; i++) {
+        char id[8], doc[96];
+        snprintf(id, sizeof id, "d%d", i);
+        snprintf(doc, sizeof doc, "{\"type\":\"sensor\",\"site\":\"site-%d\",\"value\":%d}", i % 2,
+                 i);
+        const char *put[] = {"put", "s", id, doc, NULL};
+        cr_assert_eq(run(NULL, put), 0, "%s", err);
+    }
+    const char *find[] = {"find", "s",
+                          "{\"where\":[{\"path\":\"site\",\"op\":\"==\",\"value\":\"site-1\"},"
+                          "{\"path\":\"value\",\"op\":\">\",\"value\":1}]}",
+                          NULL};
+    cr_assert_eq(run(NULL, find), 0, "%s", err);
+    json_t *j = json_loads(out, 0, NULL);
+    cr_assert(j, "%s", out);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "plan")), "index_seek");
+    json_t *docs = json_object_get(j, "docs");
+    cr_assert_eq(json_array_size(docs), 2, "%s", out); /* d3, d5 */
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(docs, 0), "_id")), "d3");
+    json_decref(j);
+
+    const char *mango[] = {"find", "s", "--mango", "{\"selector\":{\"value\":{\"$lt\":2}}}", NULL};
+    cr_assert_eq(run(NULL, mango), 0, "%s", err);
+    cr_expect(strstr(out, "\"d0\"") && strstr(out, "\"d1\"") && !strstr(out, "\"d2\""), "%s",
+              out);
+
+    const char *explain[] = {"find", "s", "--explain", "{\"where\":[{\"path\":\"value\",\"op\":"
+                                                       "\">=\",\"value\":4}]}",
+                             NULL};
+    cr_assert_eq(run(NULL, explain), 0, "%s", err);
+    cr_expect(strstr(out, "\"index_scan\""), "%s", out);
+
+    const char *bad[] = {"find", "s", "{\"where\":[{\"path\":\"x\",\"op\":\"~~\",\"value\":1}]}",
+                         NULL};
+    cr_expect_eq(run(NULL, bad), 1);
+    cr_expect(strstr(err, "unknown operator"), "%s", err);
+    const char *badm[] = {"find", "s", "--mango", "{\"selector\":{\"x\":{\"$mod\":[2,0]}}}",
+                          NULL};
+    cr_expect_eq(run(NULL, badm), 1);
+    cr_expect(strstr(err, "$mod"), "%s", err);
+
+    const char *ch[] = {"changes", "s", "--path", "site/site-0", NULL};
+    cr_assert_eq(run(NULL, ch), 0, "%s", err);
+    j = json_loads(out, 0, NULL);
+    cr_assert_eq(json_array_size(json_object_get(j, "results")), 3, "%s", out);
+    json_decref(j);
+    const char *chq[] = {"changes", "s", "--query",
+                         "{\"where\":[{\"path\":\"value\",\"op\":\"==\",\"value\":5}]}", NULL};
+    cr_assert_eq(run(NULL, chq), 0, "%s", err);
+    cr_expect(strstr(out, "\"d5\"") && !strstr(out, "\"d4\""), "%s", out);
+    const char *chbad[] = {"changes", "s", "--path", "a/#/b", NULL};
+    cr_expect_eq(run(NULL, chbad), 1);
+    cr_expect(strstr(err, "invalid pattern"), "%s", err);
+}
