@@ -123,6 +123,61 @@ static br_err open_db(struct cli *c, const char *name, br_db **db, struct br_err
 
 /* ---- db ---- */
 
+/* The index policy as JSON: "all", or the list of patterns. */
+static br_err policy_json(br_db *db, json_t **out)
+{
+    bool all;
+    char **p;
+    size_t n;
+    br_err e = br_db_index_policy(db, &all, &p, &n);
+    if (e)
+        return e;
+    json_t *v = all ? json_string("all") : json_array();
+    for (size_t i = 0; i < n; i++) {
+        if (v)
+            json_array_append_new(v, json_string(p[i]));
+        br_free(p[i]);
+    }
+    br_free(p);
+    *out = v;
+    return v ? BR_OK : BR_ENOMEM;
+}
+
+/* barrel db index NAME [--all | --none | PATTERN...]: show or set the index policy. */
+static int cmd_db_index(struct cli *c)
+{
+    static const char usage[] = "barrel db index NAME [--all | --none | PATTERN...]";
+    if (c->argc < 2)
+        return fail_usage(c, usage);
+    struct br_errbuf eb = {{0}};
+    br_db *db = NULL;
+    br_err e = open_db(c, c->argv[1], &db, &eb);
+    if (e)
+        return fail_err(c, e, eb.msg);
+    int rc = 0;
+    if (c->argc > 2) {
+        bool all = c->argc == 3 && strcmp(c->argv[2], "--all") == 0;
+        bool none = c->argc == 3 && strcmp(c->argv[2], "--none") == 0;
+        size_t n = all || none ? 0 : (size_t)(c->argc - 2);
+        for (size_t i = 0; i < n; i++) {
+            if (c->argv[2 + i][0] == '-') {
+                br_db_close(db);
+                return fail_usage(c, usage);
+            }
+        }
+        e = br_db_set_index(db, all, (const char *const *)(c->argv + 2), n, &eb);
+        if (e)
+            rc = fail_err(c, e, eb.msg);
+    }
+    json_t *v = NULL;
+    if (!rc && (e = policy_json(db, &v)))
+        rc = fail_err(c, e, NULL);
+    if (!rc)
+        rc = emit(c, json_pack("{s:o}", "index", v));
+    br_db_close(db);
+    return rc;
+}
+
 static int cmd_db(struct cli *c)
 {
     if (c->argc < 1)
@@ -145,6 +200,8 @@ static int cmd_db(struct cli *c)
         br_store_names_free(names, n);
         return emit(c, a);
     }
+    if (strcmp(verb, "index") == 0)
+        return cmd_db_index(c);
     if (c->argc != 2)
         return fail_usage(c, "barrel db create|delete|info NAME");
     const char *name = c->argv[1];
@@ -168,13 +225,16 @@ static int cmd_db(struct cli *c)
             return fail_err(c, e == BR_EBADNAME ? BR_ENOTFOUND : e, "Database does not exist.");
         struct br_db_info in;
         e = br_db_info(db, &in);
+        json_t *index = NULL;
+        if (!e)
+            e = policy_json(db, &index);
         br_db_close(db);
         if (e)
             return fail_err(c, e, NULL);
         char hash[33];
         for (int i = 0; i < 16; i++)
             snprintf(hash + 2 * i, 3, "%02x", in.digest.set_hash[i]);
-        return emit(c, json_pack("{s:s,s:I,s:I,s:o,s:I,s:I,s:{s:I,s:I,s:I},s:{s:o,s:I,s:s}}",
+        return emit(c, json_pack("{s:s,s:I,s:I,s:o,s:I,s:I,s:{s:I,s:I,s:I},s:{s:o,s:I,s:s},s:o}",
                                  "db_name", name, "doc_count", (json_int_t)in.doc_count,
                                  "doc_del_count", (json_int_t)in.doc_del_count, "update_seq",
                                  hlc_json(in.digest.last), "update_count",
@@ -183,7 +243,8 @@ static int cmd_db(struct cli *c)
                                  (json_int_t)in.size_file, "active", (json_int_t)in.size_active,
                                  "external", (json_int_t)in.size_external, "digest", "last",
                                  hlc_json(in.digest.last), "doc_count",
-                                 (json_int_t)in.digest.doc_count, "set_hash", hash));
+                                 (json_int_t)in.digest.doc_count, "set_hash", hash, "index",
+                                 index));
     }
     return fail_usage(c, "barrel db create|delete|list|info [NAME]");
 }
@@ -797,6 +858,7 @@ static int cmd_help(struct cli *c)
             "usage: barrel [--data DIR] [--log-level LEVEL] COMMAND ...\n"
             "\n"
             "  db create NAME | db delete NAME | db list | db info NAME\n"
+            "  db index NAME [--all|--none|PATTERN...]  which paths find can look up\n"
             "  put DB ID [JSON|-]            write a document (JSON argument or stdin)\n"
             "  get DB ID [--rev R] [--revs] [--conflicts] [--deleted-conflicts]\n"
             "  delete DB ID --rev R          write a tombstone\n"

@@ -25,6 +25,7 @@
 
 struct find_cursor {
     uint64_t id;
+    uint64_t ipol_gen; /* the index policy the snapshot was planned with */
     int refs; /* under db->cur_mu: the registry's, plus one per running page */
     const rocksdb_snapshot_t *snap;
     uint64_t last_used_ms;
@@ -156,7 +157,7 @@ static bool is_range(const struct br_qnode *n)
     return n->path && ((cmp && ordered_type) || (n->op == BR_Q_PREFIX && n->val.s));
 }
 
-static void plan_make(const br_query *q, struct plan *p)
+static void plan_make(const struct br_db *db, const br_query *q, struct plan *p)
 {
     memset(p, 0, sizeof *p);
     if (q->id_prefix || q->id_start || q->id_end) {
@@ -172,8 +173,8 @@ static void plan_make(const br_query *q, struct plan *p)
     const struct br_qnode *scan = NULL, *exists = NULL;
     for (size_t i = 0; i < n; i++) {
         const struct br_qnode *c = &conds[i];
-        if (!c->path)
-            continue;
+        if (!c->path || !index_wants(db, c->path, c->path_len))
+            continue; /* not a path condition, or a path the policy leaves unindexed */
         if ((c->op == BR_Q_EQ && is_scalar_type(c->val.type)) ||
             (c->op == BR_Q_IN && c->n_vals > 0)) {
             if (p->n_drv < MAX_DRIVERS)
@@ -824,9 +825,6 @@ br_err br_db_find(br_db *db, const br_query *q, br_find_cb cb, void *arg,
     memset(res, 0, sizeof *res);
     if (db->deleted)
         return BR_ENOTFOUND;
-    struct plan p;
-    plan_make(q, &p);
-    res->plan = plan_names[p.kind];
     uint64_t fp;
     br_err e = fingerprint(q, &fp);
     if (e)
@@ -847,7 +845,22 @@ br_err br_db_find(br_db *db, const br_query *q, br_find_cb cb, void *arg,
         if (!cur)
             return BR_ENOMEM;
         cur->refs = 1;
+    }
+    /* Plan and snapshot under one policy: the postings a plan reads are the policy's. */
+    struct plan p;
+    pthread_rwlock_rdlock(&db->ipol_rw);
+    plan_make(db, q, &p);
+    if (!resuming) {
         cur->snap = rocksdb_create_snapshot(db->s->rdb);
+        cur->ipol_gen = db->ipol_gen;
+    } else if (cur->ipol_gen != db->ipol_gen) {
+        e = BR_EINVAL; /* the index changed under this cursor's plan */
+    }
+    pthread_rwlock_unlock(&db->ipol_rw);
+    res->plan = plan_names[p.kind];
+    if (e) {
+        cursor_unref(db, cur);
+        return e;
     }
     struct fctx f = {.db = db, .q = q, .snap = cur->snap, .res = res, .cb = cb, .arg = arg};
     if (resuming && !tok.by_row)
@@ -899,9 +912,10 @@ static json_t *cond_json(const struct br_qnode *c)
 
 br_err br_db_explain(br_db *db, const br_query *q, json_t **out)
 {
-    (void)db;
     struct plan p;
-    plan_make(q, &p);
+    pthread_rwlock_rdlock(&db->ipol_rw);
+    plan_make(db, q, &p);
+    pthread_rwlock_unlock(&db->ipol_rw);
     json_t *qj;
     br_err e = br_query_to_json(q, &qj);
     if (e)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "barrel/alloc.h"
+#include "barrel/log.h"
 #include "store_int.h"
 
 br_err index_put_string(br_buf *k, const char *s, size_t n, bool terminate)
@@ -103,6 +104,8 @@ static int posting(void *arg, const struct br_path_value *pv)
 {
     struct upd *u = arg;
     struct index_batch *ib = u->ib;
+    if (!index_wants(u->db, pv->keys, pv->keys_len))
+        return 0;
     br_err e = index_path_prefix(&u->key, u->db->dbid, pv->keys, pv->keys_len);
     if (!e)
         e = index_put_value(&u->key, pv->type, pv->i, pv->f, pv->s, pv->s_len);
@@ -211,4 +214,282 @@ const uint8_t *docrec_filter_body(const struct docrec *r, size_t *len, bool *del
         }
     }
     return NULL;
+}
+
+/* ---- the index policy ---- */
+
+static void hit(void *arg, void *value)
+{
+    (void)value;
+    *(bool *)arg = true;
+}
+
+bool index_wants(const struct br_db *db, const char *keys, size_t len)
+{
+    if (db->ipol_all)
+        return true;
+    if (!db->ipol_trie)
+        return false;
+    bool yes = false;
+    br_pattern_trie_match(db->ipol_trie, keys, len, hit, &yes);
+    return yes;
+}
+
+void index_policy_free(struct br_db *db)
+{
+    for (size_t i = 0; i < db->n_ipol; i++)
+        br_free(db->ipol[i]);
+    br_free(db->ipol);
+    br_pattern_trie_free(db->ipol_trie);
+    db->ipol = NULL;
+    db->n_ipol = 0;
+    db->ipol_trie = NULL;
+    db->ipol_all = true;
+}
+
+/* Install a policy (patterns copied); n_all: every path. */
+static br_err policy_set(struct br_db *db, bool all, const char *const *p, size_t n)
+{
+    char **v = NULL;
+    br_pattern_trie *t = NULL;
+    br_err e = BR_OK;
+    if (!all) {
+        e = br_pattern_trie_new(&t);
+        if (!e && n) {
+            v = br_calloc(n, sizeof *v);
+            if (!v)
+                e = BR_ENOMEM;
+        }
+        for (size_t i = 0; !e && i < n; i++) {
+            v[i] = br_strdup(p[i]);
+            e = v[i] ? br_pattern_trie_add(t, p[i], strlen(p[i]), v[i]) : BR_ENOMEM;
+        }
+        if (e) {
+            for (size_t i = 0; v && i < n; i++)
+                br_free(v[i]);
+            br_free(v);
+            br_pattern_trie_free(t);
+            return e;
+        }
+    }
+    index_policy_free(db);
+    db->ipol_all = all;
+    db->ipol = v;
+    db->n_ipol = all ? 0 : n;
+    db->ipol_trie = t;
+    db->ipol_gen++;
+    return BR_OK;
+}
+
+br_err index_policy_load(struct br_db *db)
+{
+    uint8_t k[5];
+    memcpy(k, db->dbid, 4);
+    k[4] = 'i';
+    char *v;
+    size_t vl;
+    db->ipol_all = true;
+    br_err e = store_get(db->s, CF_META, k, 5, &v, &vl);
+    if (e || !v)
+        return e;
+    const uint8_t *p = (const uint8_t *)v, *end = p + vl;
+    uint64_t n;
+    char **pats = NULL;
+    size_t got = 0;
+    e = store_get_varint(&p, end, &n) || n > vl ? BR_ESTORE : BR_OK;
+    if (!e && n) {
+        pats = br_calloc((size_t)n, sizeof *pats);
+        if (!pats)
+            e = BR_ENOMEM;
+    }
+    for (; !e && got < n; got++) {
+        uint64_t l;
+        if (store_get_varint(&p, end, &l) || l > (uint64_t)(end - p) ||
+            br_pattern_check((const char *)p, (size_t)l, NULL) != BR_OK) {
+            e = BR_ESTORE;
+            break;
+        }
+        pats[got] = br_strndup((const char *)p, (size_t)l);
+        if (!pats[got]) {
+            e = BR_ENOMEM;
+            break;
+        }
+        p += l;
+    }
+    if (!e && p != end)
+        e = BR_ESTORE;
+    if (!e)
+        e = policy_set(db, false, (const char *const *)pats, (size_t)n);
+    for (size_t i = 0; i < got; i++)
+        br_free(pats[i]);
+    br_free(pats);
+    rocksdb_free(v);
+    if (e == BR_ESTORE)
+        br_log(BR_LOG_ERROR, "store", "op=db_open db=%s msg=\"corrupt index policy\"", db->name);
+    return e;
+}
+
+br_err br_db_index_policy(br_db *db, bool *all, char ***patterns, size_t *n)
+{
+    pthread_rwlock_rdlock(&db->ipol_rw);
+    br_err e = BR_OK;
+    *all = db->ipol_all;
+    *patterns = NULL;
+    *n = 0;
+    if (!db->ipol_all && db->n_ipol) {
+        char **v = br_calloc(db->n_ipol, sizeof *v);
+        e = v ? BR_OK : BR_ENOMEM;
+        for (size_t i = 0; !e && i < db->n_ipol; i++) {
+            v[i] = br_strdup(db->ipol[i]);
+            if (!v[i])
+                e = BR_ENOMEM;
+        }
+        if (e) {
+            for (size_t i = 0; v && i < db->n_ipol; i++)
+                br_free(v[i]);
+            br_free(v);
+        } else {
+            *patterns = v;
+            *n = db->n_ipol;
+        }
+    }
+    pthread_rwlock_unlock(&db->ipol_rw);
+    return e;
+}
+
+/* Rebuild: every live winner's postings under the installed policy, into wb. */
+static br_err reindex_all(struct br_db *db, rocksdb_writebatch_t *wb)
+{
+    br_store *s = db->s;
+    uint8_t lo[4], hi[4];
+    memcpy(lo, db->dbid, 4);
+    store_be32(hi, store_rd32(db->dbid) + 1);
+    rocksdb_writebatch_delete_range_cf(wb, s->cf[CF_INDEX], (const char *)lo, 4,
+                                       (const char *)hi, 4);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, 4);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->rdb, ro, s->cf[CF_DOCS]);
+    br_err e = BR_OK;
+    struct index_batch ib;
+    index_batch_init(&ib);
+    for (rocksdb_iter_seek(it, (const char *)lo, 4); !e && rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        struct docrec r;
+        docrec_init(&r);
+        e = docrec_decode((const uint8_t *)v, vl, &r);
+        if (e == BR_ESTORE) {
+            br_log(BR_LOG_ERROR, "store", "op=reindex db=%s msg=\"corrupt record skipped\"",
+                   db->name);
+            e = BR_OK;
+        } else if (!e) {
+            size_t bl;
+            bool deleted;
+            const uint8_t *body = docrec_filter_body(&r, &bl, &deleted);
+            if (body && !deleted)
+                e = index_update(db, &ib, k + 4, kl - 4, NULL, 0, body, bl);
+        }
+        docrec_fini(&r);
+        if (!e && ib.n > 65536) { /* bound memory: flush in key order chunk by chunk */
+            index_batch_flush(db, wb, &ib);
+            index_batch_fini(&ib);
+            index_batch_init(&ib);
+        }
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    if (err && !e)
+        e = store_rdb_err(err, "reindex");
+    else
+        rocksdb_free(err);
+    if (!e)
+        index_batch_flush(db, wb, &ib);
+    index_batch_fini(&ib);
+    return e;
+}
+
+br_err br_db_set_index(br_db *db, bool all, const char *const *patterns, size_t n,
+                       struct br_errbuf *eb)
+{
+    if (!all && n > BR_INDEX_PATTERNS_MAX)
+        return br_fail(eb, BR_EINVAL, "at most %d index patterns", BR_INDEX_PATTERNS_MAX);
+    for (size_t i = 0; !all && i < n; i++) {
+        br_err e = br_pattern_check(patterns[i], strlen(patterns[i]), eb);
+        if (e)
+            return e;
+    }
+    br_store *s = db->s;
+    br_buf rec;
+    br_buf_init(&rec, 0);
+    br_err e = BR_OK;
+    if (!all) {
+        e = store_put_varint(&rec, n);
+        for (size_t i = 0; !e && i < n; i++) {
+            size_t l = strlen(patterns[i]);
+            e = store_put_varint(&rec, l);
+            if (!e)
+                e = br_buf_append(&rec, patterns[i], l);
+        }
+    }
+    if (e) {
+        br_buf_fini(&rec);
+        return e;
+    }
+    pthread_mutex_lock(&db->wmu);
+    pthread_rwlock_wrlock(&db->ipol_rw);
+    /* Keep the old policy to restore if the rebuild cannot be committed. */
+    bool old_all = db->ipol_all;
+    char **old = db->ipol;
+    size_t old_n = db->n_ipol;
+    br_pattern_trie *old_trie = db->ipol_trie;
+    db->ipol = NULL;
+    db->n_ipol = 0;
+    db->ipol_trie = NULL;
+    rocksdb_writebatch_t *wb = NULL;
+    if (db->deleted)
+        e = BR_ENOTFOUND;
+    if (!e)
+        e = policy_set(db, all, patterns, n);
+    if (!e) {
+        wb = rocksdb_writebatch_create();
+        uint8_t k[5];
+        memcpy(k, db->dbid, 4);
+        k[4] = 'i';
+        if (all)
+            rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], (const char *)k, 5);
+        else
+            rocksdb_writebatch_put_cf(wb, s->cf[CF_META], (const char *)k, 5,
+                                      (const char *)rec.data, rec.len);
+        e = reindex_all(db, wb);
+    }
+    uint64_t ticket = 0;
+    if (!e)
+        e = store_write(s, wb, &ticket);
+    if (!e)
+        e = store_sync(s, ticket);
+    if (e) {
+        index_policy_free(db);
+        db->ipol_all = old_all;
+        db->ipol = old;
+        db->n_ipol = old_n;
+        db->ipol_trie = old_trie;
+        db->ipol_gen++;
+    } else {
+        for (size_t i = 0; i < old_n; i++)
+            br_free(old[i]);
+        br_free(old);
+        br_pattern_trie_free(old_trie);
+    }
+    pthread_rwlock_unlock(&db->ipol_rw);
+    pthread_mutex_unlock(&db->wmu);
+    if (wb)
+        rocksdb_writebatch_destroy(wb);
+    br_buf_fini(&rec);
+    if (!e)
+        br_log(BR_LOG_INFO, "store", "op=set_index db=%s all=%d patterns=%zu", db->name, all, n);
+    return e;
 }

@@ -537,6 +537,8 @@ br_err br_store_db_delete(br_store *s, const char *name, struct br_errbuf *eb)
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], (const char *)ckey, len + 1);
     rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], (const char *)dkey, 5);
+    dkey[4] = 'i'; /* the index policy */
+    rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], (const char *)dkey, 5);
     for (int cf = CF_DOCS; cf < CF_COUNT; cf++)
         rocksdb_writebatch_delete_range_cf(wb, s->cf[cf], (const char *)dbid, 4,
                                            (const char *)end, 4);
@@ -663,12 +665,24 @@ br_err br_store_db_open(br_store *s, const char *name, br_db **out)
     db->next_watch_id = 1;
     pthread_mutex_init(&db->wmu, NULL);
     pthread_mutex_init(&db->cur_mu, NULL);
+    pthread_rwlock_init(&db->ipol_rw, NULL);
     pthread_rwlock_init(&db->watch_rw, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&db->chg_cv, &ca);
     pthread_condattr_destroy(&ca);
+    e = index_policy_load(db);
+    if (e) {
+        index_policy_free(db);
+        pthread_mutex_destroy(&db->wmu);
+        pthread_mutex_destroy(&db->cur_mu);
+        pthread_rwlock_destroy(&db->ipol_rw);
+        pthread_rwlock_destroy(&db->watch_rw);
+        pthread_cond_destroy(&db->chg_cv);
+        br_free(db);
+        goto out;
+    }
     db->next = s->open;
     s->open = db;
     *out = db;
@@ -696,6 +710,8 @@ void br_db_close(br_db *db)
     pthread_mutex_unlock(&s->cat_mu);
     subs_release(db);
     find_cursors_release(db);
+    index_policy_free(db);
+    pthread_rwlock_destroy(&db->ipol_rw);
     pthread_mutex_destroy(&db->cur_mu);
     pthread_mutex_destroy(&db->wmu);
     pthread_rwlock_destroy(&db->watch_rw);

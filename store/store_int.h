@@ -4,6 +4,8 @@
  *   meta     "N"                       -> next database id (u32 BE)
  *            "c" name                  -> catalog record: dbid u32 BE, revs_limit u32 BE
  *            dbid "d"                  -> digest record (see struct db_state, DIGEST_LEN bytes)
+ *            dbid "i"                  -> index policy: varint n, n x (varint len, key pattern);
+ *                                         absent: every path is indexed
  *   docs     dbid docid                -> document record: version, seq HLC, revision tree, and
  *                                         the data (body + attachment stubs) of every leaf
  *   changes  dbid HLC                  -> change entry: flags, winner rev, docid
@@ -63,6 +65,14 @@ struct br_db {
     uint64_t update_seq;
     uint64_t external_size;
 
+    /* Index policy (index.c): which paths get postings. Changed under wmu and ipol_rw
+     * write-held; find holds it read while it plans and takes its snapshot. */
+    pthread_rwlock_t ipol_rw;
+    bool ipol_all;               /* every path (the default) */
+    char **ipol;                 /* else these key patterns (may be none) */
+    size_t n_ipol;
+    br_pattern_trie *ipol_trie;
+    uint64_t ipol_gen;           /* bumped by every change: continuation tokens check it */
     struct subs *subs;         /* subscriptions (subs.c), created under cur_mu */
     atomic_uint_fast64_t n_subs;
     pthread_mutex_t cur_mu; /* find cursors (find.c) */
@@ -279,6 +289,12 @@ br_err index_update(struct br_db *db, struct index_batch *ib, const char *id, si
                     size_t new_len);
 /* Append the queued mutations to wb in key order. */
 void index_batch_flush(struct br_db *db, rocksdb_writebatch_t *wb, struct index_batch *ib);
+/* Does the policy index this path (joined keys)? */
+bool index_wants(const struct br_db *db, const char *keys, size_t len);
+/* Load the policy at database open (meta dbid 'i'; absent: every path); free it at close. */
+br_err index_policy_load(struct br_db *db);
+void index_policy_free(struct br_db *db);
+
 /* The body filters see for a document record: the live winner's, or for a deleted winner the
  * last live body (gone); NULL when there is none. *deleted tells which. */
 const uint8_t *docrec_filter_body(const struct docrec *r, size_t *len, bool *deleted);

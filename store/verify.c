@@ -86,6 +86,8 @@ struct icheck {
 static int check_posting(void *arg, const struct br_path_value *pv)
 {
     struct icheck *ic = arg;
+    if (!index_wants(ic->db, pv->keys, pv->keys_len))
+        return 0;
     br_err e = index_path_prefix(&ic->key, ic->db->dbid, pv->keys, pv->keys_len);
     if (!e)
         e = index_put_value(&ic->key, pv->type, pv->i, pv->f, pv->s, pv->s_len);
@@ -119,6 +121,7 @@ br_err br_db_check(br_db *db, struct br_db_check *out)
     memcpy(lo, db->dbid, 4);
     store_be32(hi, store_rd32(db->dbid) + 1);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    pthread_rwlock_rdlock(&db->ipol_rw); /* the postings checked are the policy's */
     const rocksdb_snapshot_t *snap = rocksdb_create_snapshot(s->rdb);
     rocksdb_readoptions_set_snapshot(ro, snap);
     rocksdb_readoptions_set_iterate_lower_bound(ro, (const char *)lo, 4);
@@ -252,6 +255,7 @@ br_err br_db_check(br_db *db, struct br_db_check *out)
         }
         rocksdb_free(v);
     }
+    pthread_rwlock_unlock(&db->ipol_rw);
     rocksdb_readoptions_destroy(ro);
     rocksdb_release_snapshot(s->rdb, snap);
     return e;

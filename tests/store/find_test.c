@@ -531,3 +531,72 @@ Test(find, index_plans_agree_with_full_scan)
         }
     }
 }
+
+Test(find, index_policy_limits_postings_and_the_planner)
+{
+    const char *pats[] = {"type", "address/+"};
+    struct br_errbuf eb = {{0}};
+    cr_assert_eq(br_db_set_index(db, false, pats, 2, &eb), BR_OK, "%s", eb.msg);
+    check_clean(); /* the rebuild left exactly the policy's postings */
+    char got[512];
+    /* indexed paths still seek; the others scan, with the same answers */
+    cr_expect_str_eq(run(W1("type", "==", "\"user\""), got, sizeof got), "index_seek");
+    cr_expect_str_eq(got, "user1,user2,user3");
+    cr_expect_str_eq(run(W1("address/city", "==", "\"Paris\""), got, sizeof got), "index_seek");
+    cr_expect_str_eq(got, "nested1");
+    cr_expect_str_eq(run(W1("age", ">", "28"), got, sizeof got), "full_scan");
+    cr_expect_str_eq(got, "user1,user3");
+    cr_expect_str_eq(run("{\"where\":[{\"path\":\"type\",\"op\":\"==\",\"value\":\"user\"},"
+                         "{\"path\":\"status\",\"op\":\"==\",\"value\":\"active\"}]}",
+                         got, sizeof got),
+                     "index_seek");
+    cr_expect_str_eq(got, "user1,user2");
+    /* writes follow the policy */
+    cr_assert_eq(put("user9", "{\"type\":\"user\",\"age\":99}", NULL), BR_OK);
+    check_clean();
+    /* it survives a reopen */
+    br_db_close(db);
+    br_store_close(st);
+    struct br_store_opts o = {.path = dir};
+    cr_assert_eq(br_store_open(&o, &st, NULL), BR_OK);
+    cr_assert_eq(br_store_db_open(st, "db", &db), BR_OK);
+    bool all;
+    char **p;
+    size_t n;
+    cr_assert_eq(br_db_index_policy(db, &all, &p, &n), BR_OK);
+    cr_assert(!all);
+    cr_assert_eq(n, 2);
+    cr_expect_str_eq(p[0], "type");
+    for (size_t i = 0; i < n; i++)
+        br_free(p[i]);
+    br_free(p);
+    cr_expect_str_eq(run(W1("age", ">", "90"), got, sizeof got), "full_scan");
+    cr_expect_str_eq(got, "user9");
+    /* none at all, then every path again */
+    cr_assert_eq(br_db_set_index(db, false, NULL, 0, &eb), BR_OK);
+    check_clean();
+    cr_expect_str_eq(run(W1("type", "==", "\"post\""), got, sizeof got), "full_scan");
+    cr_expect_str_eq(got, "post1,post2");
+    cr_assert_eq(br_db_set_index(db, true, NULL, 0, &eb), BR_OK);
+    check_clean();
+    cr_expect_str_eq(run(W1("age", ">", "90"), got, sizeof got), "index_scan");
+    cr_expect_str_eq(got, "user9");
+    const char *bad[] = {"a/#/b"};
+    cr_expect_eq(br_db_set_index(db, false, bad, 1, &eb), BR_EINVAL);
+    check_clean();
+}
+
+Test(find, a_token_dies_when_the_index_policy_changes)
+{
+    br_query *q = compile("{\"where\":[{\"path\":\"type\",\"op\":\"==\",\"value\":\"user\"}],"
+                          "\"limit\":1}");
+    struct rows rs = {0};
+    struct br_find_result res;
+    cr_assert_eq(br_db_find(db, q, row_cb, &rs, &res), BR_OK);
+    cr_assert(res.has_more);
+    q->bookmark = br_strdup(res.token);
+    const char *pats[] = {"org"};
+    cr_assert_eq(br_db_set_index(db, false, pats, 1, NULL), BR_OK);
+    cr_expect_eq(br_db_find(db, q, row_cb, &rs, &res), BR_EINVAL);
+    br_query_free(q);
+}

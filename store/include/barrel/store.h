@@ -95,6 +95,18 @@ BR_NODISCARD br_err br_db_info(br_db *db, struct br_db_info *out);
 BR_NODISCARD br_err br_db_digest(br_db *db, struct br_db_digest *out);
 BR_NODISCARD br_err br_db_set_revs_limit(br_db *db, uint32_t limit);
 
+/* The path index policy: which document paths get index postings (find's planner uses the
+ * index only for those; other conditions are answered by scanning). Default: every path. A
+ * policy is a list of MQTT patterns over the joined keys of a path, without the value:
+ * `site`, `tags`, `users/+/name`, `meta/#`; none at all turns the index off (writes are then
+ * cheapest). Changing it rebuilds the database's index in one atomic, synced batch while
+ * writers wait. BR_EINVAL for a bad pattern or more than BR_INDEX_PATTERNS_MAX. */
+#define BR_INDEX_PATTERNS_MAX 256
+BR_NODISCARD br_err br_db_set_index(br_db *db, bool all, const char *const *patterns, size_t n,
+                                    struct br_errbuf *eb);
+/* The current policy: *all, or *n patterns (caller frees each and the array with br_free). */
+BR_NODISCARD br_err br_db_index_policy(br_db *db, bool *all, char ***patterns, size_t *n);
+
 /* ---- documents ---- */
 
 /* An attachment on a document write: inline data, a stub that keeps an attachment of the
