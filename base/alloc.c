@@ -2,11 +2,13 @@
 #include "barrel/alloc.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 static atomic_long fail_after = -1; /* <0: never fail */
+static atomic_bool fail_once;       /* disarm after the one failure */
 static atomic_long count;
 
 static int should_fail(void)
@@ -15,8 +17,11 @@ static int should_fail(void)
     long f = atomic_load(&fail_after);
     if (f < 0)
         return 0;
-    if (f == 0)
+    if (f == 0) {
+        if (atomic_load(&fail_once))
+            atomic_store(&fail_after, -1);
         return 1;
+    }
     atomic_fetch_sub(&fail_after, 1);
     return 0;
 }
@@ -24,6 +29,14 @@ static int should_fail(void)
 void br_alloc_fail_after(long n)
 {
     atomic_store(&count, 0);
+    atomic_store(&fail_once, false);
+    atomic_store(&fail_after, n);
+}
+
+void br_alloc_fail_once(long n)
+{
+    atomic_store(&count, 0);
+    atomic_store(&fail_once, true);
     atomic_store(&fail_after, n);
 }
 

@@ -51,6 +51,29 @@ Test(alloc, fail_after_n_lets_n_succeed_then_fails_until_reset)
     br_free(d);
 }
 
+Test(alloc, fail_once_fails_only_the_nth_allocation)
+{
+    br_alloc_fail_once(2);
+    void *a = br_malloc(1);
+    void *b = br_malloc(1);
+    void *c = br_malloc(1);
+    void *d = br_strdup("x");
+    void *e = br_calloc(1, 1);
+    cr_assert(a != NULL && b != NULL, "the two allocations before the failure must succeed");
+    cr_assert(c == NULL, "the third allocation must fail");
+    cr_assert(d != NULL && e != NULL, "the allocations after the one failure must succeed");
+    cr_assert(eq(long, br_alloc_count(), 5));
+    br_alloc_fail_once(0);
+    br_alloc_fail_after(-1);
+    void *f = br_malloc(1);
+    cr_assert(f != NULL, "reset with -1 must disarm a pending single failure");
+    br_free(a);
+    br_free(b);
+    br_free(d);
+    br_free(e);
+    br_free(f);
+}
+
 Test(alloc, count_restarts_at_each_fail_after_call)
 {
     br_alloc_fail_after(-1);

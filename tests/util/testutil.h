@@ -4,8 +4,9 @@
 
 #include <stddef.h>
 
-/* Create a fresh temporary directory (under $TMPDIR or /tmp); returns a static-lifetime copy
- * of its path that the caller frees with free(). Aborts the test on failure. */
+/* Create a fresh temporary directory (under $TMPDIR or /tmp); returns its path in a heap copy
+ * that the caller owns and frees with free() (after its last use: keep it for the whole test).
+ * Aborts the test on failure. */
 char *tu_tmpdir(const char *tag);
 /* Remove a directory tree (best effort). */
 void tu_rmtree(const char *path);

@@ -21,7 +21,11 @@ void *br_memdup(const void *p, size_t n);
  * with br_alloc_fail_after(-1). Counts per process; meant for single-threaded tests.
  * Thread: any, but only meaningful in a test that controls all allocating threads. */
 void br_alloc_fail_after(long n);
-/* Number of allocations made since the last br_alloc_fail_after() call. */
+/* The same, but only that one allocation fails: the ones after it succeed again (what code that
+ * ignores a failure and carries on would meet). br_alloc_fail_after(-1) also disarms it. */
+void br_alloc_fail_once(long n);
+/* Number of allocations made (failed ones included) since the last br_alloc_fail_after() or
+ * br_alloc_fail_once() call. */
 long br_alloc_count(void);
 
 #endif
