@@ -10,6 +10,7 @@
  * on it (unless called from that callback, where the thread frees the subscription after). */
 #include "barrel/subs.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +19,8 @@
 #include "store_int.h"
 
 struct sub_ev {
-    char *block; /* one allocation: id, topic pointers and text */
+    char *block; /* shared by every subscription the change hit: a refcount, then id, topic
+                  * pointers and topic text (ev_make) */
     size_t id_len;
     struct br_rev rev;
     bool deleted;
@@ -34,8 +36,8 @@ struct br_sub {
     char **patterns; /* as registered in the trie */
     size_t n_patterns;
     const br_query *query;
-    struct sub_ev *ring;
-    size_t cap, head, len;
+    struct sub_ev *ring; /* grows on demand up to max (bench: preallocating cost 136 KiB each) */
+    size_t cap, max, head, len;
     bool overflowing;
     uint64_t dropped_now; /* dropped since overflow began */
     uint64_t delivered, dropped_total;
@@ -53,13 +55,17 @@ struct subs {
     struct br_sub *ready_head, *ready_tail;
     pthread_t thread;
     bool running, stop;
+    bool waiting; /* the delivery thread sleeps on cv: a writer must signal */
     uint64_t stamp;
     br_sub *in_cb; /* whose callback runs now */
 };
 
+#define BLOCK_HDR 16 /* atomic refcount, padded so the id stays aligned */
+
 static void ev_free(struct sub_ev *e)
 {
-    br_free(e->block);
+    if (e->block && atomic_fetch_sub((atomic_int *)(void *)(e->block - BLOCK_HDR), 1) == 1)
+        br_free(e->block - BLOCK_HDR);
     memset(e, 0, sizeof *e);
 }
 
@@ -94,7 +100,7 @@ static void unready(struct subs *sb, br_sub *s)
 
 static void sub_free(br_sub *s)
 {
-    while (s->len) {
+    while (s->len && s->ring) {
         ev_free(&s->ring[s->head]);
         s->head = (s->head + 1) % s->cap;
         s->len--;
@@ -114,7 +120,9 @@ static void *deliver_loop(void *arg)
     while (!sb->stop) {
         br_sub *s = sb->ready_head;
         if (!s) {
+            sb->waiting = true;
             pthread_cond_wait(&sb->cv, &sb->mu);
+            sb->waiting = false;
             continue;
         }
         sb->ready_head = s->next_ready;
@@ -252,9 +260,8 @@ br_err br_db_subscribe(br_db *db, const struct br_sub_opts *o, br_sub_fn fn, voi
     s->fn = fn;
     s->arg = arg;
     s->query = o->query;
-    s->cap = o->queue_max ? o->queue_max : BR_SUB_QUEUE_DEFAULT;
-    s->ring = br_calloc(s->cap, sizeof *s->ring);
-    br_err e = s->ring ? BR_OK : BR_ENOMEM;
+    s->max = o->queue_max ? o->queue_max : BR_SUB_QUEUE_DEFAULT;
+    br_err e = BR_OK;
     /* The trie holds the patterns; a query subscription without patterns registers the
      * patterns its query touches (SUB-25), and checks the query on each hit. */
     char **qp = NULL;
@@ -374,6 +381,29 @@ void br_sub_stats(br_sub *s, uint64_t *queued, uint64_t *delivered, uint64_t *dr
 
 /* ---- publishing (writer side) ---- */
 
+/* Make room for one more event (under sb->mu); false when the queue is at its maximum or the
+ * memory is not there. */
+static bool ring_room(br_sub *s)
+{
+    if (s->len < s->cap)
+        return true;
+    if (s->cap >= s->max)
+        return false;
+    size_t nc = s->cap ? s->cap * 2 : 16;
+    if (nc > s->max)
+        nc = s->max;
+    struct sub_ev *nr = br_calloc(nc, sizeof *nr);
+    if (!nr)
+        return false;
+    for (size_t i = 0; i < s->len; i++) /* unwrap into the new ring */
+        nr[i] = s->ring[(s->head + i) % s->cap];
+    br_free(s->ring);
+    s->ring = nr;
+    s->cap = nc;
+    s->head = 0;
+    return true;
+}
+
 struct topics {
     char **v;
     size_t n, cap;
@@ -447,16 +477,20 @@ static void on_hit(void *arg, void *value)
     h->v[h->n++] = s;
 }
 
-/* One event for one subscription: id, topic pointers and topic text in one block. */
-static br_err ev_make(struct sub_ev *ev, const char *id, size_t id_len, const struct topics *tp)
+/* The event of one change, built once and shared (refcounted) by every subscription it hit:
+ * id, topic pointers and topic text in one block. Returns the block's data (after the
+ * refcount), with refs 0, or NULL. */
+static char *ev_block(const char *id, size_t id_len, const struct topics *tp, const char ***paths)
 {
     size_t off = (id_len + 1 + sizeof(char *) - 1) / sizeof(char *) * sizeof(char *);
-    size_t need = off + tp->n * sizeof(char *);
+    size_t need = BLOCK_HDR + off + tp->n * sizeof(char *);
     for (size_t i = 0; i < tp->n; i++)
         need += strlen(tp->v[i]) + 1;
-    char *b = br_malloc(need);
-    if (!b)
-        return BR_ENOMEM;
+    char *raw = br_malloc(need);
+    if (!raw)
+        return NULL;
+    atomic_init((atomic_int *)(void *)raw, 0);
+    char *b = raw + BLOCK_HDR;
     memcpy(b, id, id_len);
     b[id_len] = 0;
     const char **ptrs = (const char **)(void *)(b + off);
@@ -467,11 +501,8 @@ static br_err ev_make(struct sub_ev *ev, const char *id, size_t id_len, const st
         ptrs[i] = text;
         text += l;
     }
-    ev->block = b;
-    ev->id_len = id_len;
-    ev->paths = tp->n ? ptrs : NULL;
-    ev->n_paths = tp->n;
-    return BR_OK;
+    *paths = tp->n ? ptrs : NULL;
+    return b;
 }
 
 void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
@@ -501,34 +532,41 @@ void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
         h.n = 0;
         for (size_t t = 0; t < tp.n; t++)
             br_pattern_trie_match(sb->trie, tp.v[t], strlen(tp.v[t]), on_hit, &h);
+        char *block = NULL;
+        const char **paths = NULL;
         for (size_t k = 0; k < h.n; k++) {
             br_sub *s = h.v[k];
             if (s->query && !(c->body && br_query_match(s->query, c->body, c->body_len)))
                 continue;
-            if (s->overflowing || s->len == s->cap) {
+            if (s->overflowing || !ring_room(s)) {
                 s->overflowing = true;
                 s->dropped_now++;
                 s->dropped_total++;
                 make_ready(sb, s);
                 continue;
             }
-            struct sub_ev *ev = &s->ring[(s->head + s->len) % s->cap];
-            if (ev_make(ev, c->id, c->id_len, &tp)) {
+            if (!block)
+                block = ev_block(c->id, c->id_len, &tp, &paths);
+            if (!block) {
                 s->overflowing = true; /* out of memory: reported as a drop, not silent */
                 s->dropped_now++;
                 s->dropped_total++;
             } else {
-                ev->rev = c->rev;
-                ev->deleted = c->deleted;
-                ev->seq = c->seq;
+                struct sub_ev *ev = &s->ring[(s->head + s->len) % s->cap];
+                atomic_fetch_add((atomic_int *)(void *)(block - BLOCK_HDR), 1);
+                *ev = (struct sub_ev){.block = block, .id_len = c->id_len, .rev = c->rev,
+                                      .deleted = c->deleted, .seq = c->seq, .paths = paths,
+                                      .n_paths = tp.n};
                 s->len++;
             }
             make_ready(sb, s);
             woke = true;
         }
+        if (block && atomic_load((atomic_int *)(void *)(block - BLOCK_HDR)) == 0)
+            br_free(block - BLOCK_HDR); /* every hit subscription dropped it */
         topics_fini(&tp);
     }
-    if (woke || sb->ready_head)
+    if ((woke || sb->ready_head) && sb->waiting)
         pthread_cond_broadcast(&sb->cv);
     pthread_mutex_unlock(&sb->mu);
     br_free(h.v);
