@@ -140,6 +140,7 @@ int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
     sigaddset(&n.sigs, SIGINT);
     sigaddset(&n.sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &n.sigs, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a client or a log reader that went away is not fatal */
     json_object_seed(0); /* before any thread builds a JSON object */
 
     int rc = 1;

@@ -129,8 +129,7 @@ size_t br_workers_drain(br_workers *w)
     w->finished = (struct fifo){NULL, NULL};
     pthread_mutex_unlock(&w->mu);
     size_t n = 0;
-    struct job *j;
-    while ((j = fifo_pop(&got)) != NULL) {
+    for (struct job *j = fifo_pop(&got); j; j = fifo_pop(&got)) {
         w->pending--;
         if (j->done)
             j->done(j->arg);
@@ -156,8 +155,7 @@ void br_workers_free(br_workers *w)
     for (size_t i = 0; i < w->n_threads; i++)
         pthread_join(w->threads[i], NULL);
     /* Jobs queued with no thread left to run them (only if thread creation failed). */
-    struct job *j;
-    while ((j = fifo_pop(&w->todo)) != NULL) {
+    for (struct job *j = fifo_pop(&w->todo); j; j = fifo_pop(&w->todo)) {
         j->run(j->arg);
         fifo_push(&w->finished, j);
     }
