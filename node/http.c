@@ -1,7 +1,9 @@
 /* http.c — the libwebsockets HTTP server (see http.h).
  *
  * States of an exchange: READING (headers parsed, body arriving), DISPATCHED (on_request has
- * it), RESPONDING (headers and body being written, one lws_write per WRITEABLE). A connection
+ * it), RESPONDING (headers and body being written, one lws_write per WRITEABLE), FLUSHING
+ * (all written, lws still holds part of the last piece: the exchange stays in flight, so a
+ * shutdown waits for it, until lws reports WRITEABLE with nothing buffered). A connection
  * that closes while its exchange is DISPATCHED leaves the exchange orphaned (wsi NULL); the
  * handler's later br_http_respond() frees it. */
 #include "http.h"
@@ -19,13 +21,14 @@
 #define CHUNK (32u * 1024u)
 #define HDR_SPACE 4096
 
-enum { X_READING = 1, X_DISPATCHED, X_RESPONDING, X_DISCARD };
+enum { X_READING = 1, X_DISPATCHED, X_RESPONDING, X_FLUSHING };
 
 struct br_http_server {
     struct br_http_opts o;
     struct lws_context *ctx;
     struct lws_vhost *vh;
     size_t conns;
+    size_t inflight; /* exchanges DISPATCHED or RESPONDING after dispatch */
     unsigned char *wbuf; /* LWS_PRE + max(CHUNK, HDR_SPACE) */
 };
 
@@ -140,15 +143,27 @@ static void fail_now(br_http_ex *x, int status, const char *error, const char *r
     start_response(x);
 }
 
+/* The exchange leaves the in-flight set (answered, or its client is gone). */
+static void settle(br_http_ex *x)
+{
+    if (x->dispatched) {
+        x->dispatched = false;
+        x->srv->inflight--;
+    }
+}
+
 static void dispatch(br_http_server *s, br_http_ex *x)
 {
     x->state = X_DISPATCHED;
+    x->dispatched = true;
+    s->inflight++;
     s->o.on_request(s->o.arg, x);
 }
 
 void br_http_respond(br_http_ex *x)
 {
     if (!x->wsi) {
+        settle(x);
         ex_free(x);
         return;
     }
@@ -164,6 +179,7 @@ static int on_http(br_http_server *s, struct lws *wsi, struct conn *c, const cha
         return -1;
     c->x = x;
     x->wsi = wsi;
+    x->srv = s;
     x->t_start_ns = mono_ns();
     x->state = X_READING;
     br_buf_init(&x->req.body, s->o.max_body);
@@ -284,6 +300,7 @@ static int finish(struct lws *wsi, struct conn *c)
     br_log(BR_LOG_DEBUG, "http", "method=%s path=%s status=%d bytes=%zu us=%llu",
            br_http_method_name(x->req.method), x->req.path ? x->req.path : "?", x->resp.status,
            x->resp.body.len, (unsigned long long)((mono_ns() - x->t_start_ns) / 1000));
+    settle(x);
     ex_free(x);
     c->x = NULL;
     if (close)
@@ -296,6 +313,14 @@ static int finish(struct lws *wsi, struct conn *c)
 static int on_writeable(br_http_server *s, struct lws *wsi, struct conn *c)
 {
     br_http_ex *x = c->x;
+    if (x && x->state == X_FLUSHING) {
+        /* lws took the last piece but kept part of it buffered: done once it is out */
+        if (lws_partial_buffered(wsi)) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+        return finish(wsi, c);
+    }
     if (!x || x->state != X_RESPONDING)
         return 0;
     if (!x->headers_sent) {
@@ -317,6 +342,11 @@ static int on_writeable(br_http_server *s, struct lws *wsi, struct conn *c)
         (int)n)
         return -1;
     x->sent = done + n;
+    if (last && lws_partial_buffered(wsi)) {
+        x->state = X_FLUSHING;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
     if (last)
         return finish(wsi, c);
     lws_callback_on_writable(wsi);
@@ -334,6 +364,7 @@ static void on_closed(br_http_server *s, struct conn *c)
         x->wsi = NULL; /* orphaned: br_http_respond frees it */
         return;
     }
+    settle(x);
     ex_free(x);
 }
 
@@ -455,6 +486,11 @@ void br_http_server_service(br_http_server *s)
 int br_http_server_port(const br_http_server *s)
 {
     return lws_get_vhost_listen_port(s->vh);
+}
+
+size_t br_http_server_inflight(const br_http_server *s)
+{
+    return s->inflight;
 }
 
 size_t br_http_server_connections(const br_http_server *s)

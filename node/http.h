@@ -55,10 +55,12 @@ struct br_http_ex {
     struct br_http_resp resp;
     void *user; /* for the handler */
     /* private to http.c */
+    struct br_http_server *srv;
     struct lws *wsi;
     int state;
     bool close_after;
     bool headers_sent;
+    bool dispatched;
     size_t sent;
     uint64_t t_start_ns;
 };
@@ -87,6 +89,9 @@ BR_NODISCARD br_err br_http_server_new(const struct br_http_opts *o, br_http_ser
 void br_http_server_service(br_http_server *s);
 /* The port actually bound. */
 int br_http_server_port(const br_http_server *s);
+/* Exchanges handed to on_request and not yet fully answered (written or abandoned): what a
+ * clean shutdown waits for. */
+size_t br_http_server_inflight(const br_http_server *s);
 /* Connections open now. */
 size_t br_http_server_connections(const br_http_server *s);
 /* Wake the loop from any thread (lws_cancel_service). Thread: any. */

@@ -187,7 +187,7 @@ int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
         br_http_server_service(n.http);
     /* Stopping: new requests get 503; in-flight ones finish and are answered. */
     uint64_t t0 = br_env_mono_ns(br_env_default());
-    while (br_workers_pending(n.workers) > 0 &&
+    while ((br_workers_pending(n.workers) > 0 || br_http_server_inflight(n.http) > 0) &&
            br_env_mono_ns(br_env_default()) - t0 < DRAIN_MAX_NS)
         br_http_server_service(n.http);
     pthread_join(sig_thread, NULL);

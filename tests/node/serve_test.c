@@ -945,3 +945,66 @@ Test(serve, second_node_on_same_data_dir_refuses)
     cr_expect(strstr(line, "in use"), "message: %s", line);
     still_serving();
 }
+
+Test(serve, head_answers_headers_only)
+{
+    struct resp r;
+    char rev[128];
+    make_db("h");
+    put_doc("/h/d", "{\"a\":1}", rev, sizeof rev);
+    int fd = connect_node();
+    send_req(fd, "HEAD", "/h/d", NULL, NULL, NULL);
+    /* a HEAD response has Content-Length but no body: read the head only */
+    char buf[4096] = "";
+    size_t len = 0;
+    while (!strstr(buf, "\r\n\r\n") && len < sizeof buf - 1) {
+        ssize_t k = recv_deadline(fd, buf + len, sizeof buf - 1 - len, 5000);
+        cr_assert_gt(k, 0);
+        len += (size_t)k;
+        buf[len] = '\0';
+    }
+    cr_expect(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%s", buf);
+    cr_expect(strstr(buf, rev), "no ETag with the rev: %s", buf);
+    cr_expect(strstr(buf, "\r\n\r\n")[4] == '\0', "HEAD response has a body");
+    /* the connection still serves the next request */
+    send_req(fd, "GET", "/h/d", NULL, NULL, NULL);
+    cr_assert(read_resp(fd, &r, 5000));
+    cr_expect_eq(r.status, 200);
+    resp_fini(&r);
+    close(fd);
+}
+
+Test(serve, sigterm_lets_in_flight_writes_finish)
+{
+    struct resp r;
+    make_db("sd");
+    /* a batch big enough to still be running when the signal lands */
+    size_t cap = MAX_BODY;
+    char *body = malloc(cap);
+    size_t off = (size_t)snprintf(body, cap, "{\"docs\":[");
+    for (int i = 0; i < 400; i++)
+        off += (size_t)snprintf(body + off, cap - off, "%s{\"_id\":\"d%04d\",\"n\":%d}",
+                                i ? "," : "", i, i);
+    snprintf(body + off, cap - off, "]}");
+    int fd = connect_node();
+    send_req(fd, "POST", "/sd/_bulk_docs", "application/json", NULL, body);
+    free(body);
+    usleep(20000); /* let the node read the request */
+    kill(pid, SIGTERM);
+    bool answered = read_resp(fd, &r, 10000);
+    close(fd);
+    cr_expect(answered, "the in-flight request got no answer");
+    int expect_docs = answered && r.status == 201 ? 400 : 0;
+    if (answered)
+        cr_expect(r.status == 201 || r.status == 503, "status %d", r.status);
+    resp_fini(&r);
+    int st = 0;
+    cr_assert(waitpid(pid, &st, 0) == pid);
+    cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+    fclose(node_out);
+    /* restart on the same data: what was acknowledged is there */
+    char line[512];
+    pid = start_node(dir, &port, line, sizeof line, &node_out);
+    cr_assert(port > 0, "restart failed: %s", line);
+    cr_expect_eq(doc_count("sd"), expect_docs);
+}
