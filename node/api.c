@@ -28,8 +28,7 @@ void api_fail(br_http_ex *x, br_err e, const char *reason)
     struct br_couch_error ce = br_couch_error(e);
     if (e == BR_ECONFLICT)
         reason = "Document update conflict.";
-    br_http_resp_error(&x->resp, ce.status, ce.error,
-                       reason && *reason ? reason : br_strerror(e));
+    br_http_resp_error(&x->resp, ce.status, ce.error, reason && *reason ? reason : br_strerror(e));
 }
 
 static const char DBNAME_REASON[] =

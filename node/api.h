@@ -16,6 +16,7 @@
 
 #include "barrel/rev.h"
 #include "barrel/store.h"
+
 #include "http.h"
 
 #ifndef BARREL_VERSION

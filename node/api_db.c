@@ -3,11 +3,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "api.h"
 #include "barrel/alloc.h"
 #include "barrel/find.h"
 #include "barrel/json.h"
 #include "barrel/query.h"
+
+#include "api.h"
 
 static void ok_true(br_http_ex *x, int status)
 {
@@ -78,13 +79,12 @@ void api_db_info(struct br_api *api, br_http_ex *x)
     }
     api_json(x, 200,
              json_pack("{s:s,s:I,s:I,s:o,s:I,s:i,s:{s:I,s:I,s:I},s:b,s:s,s:i,s:{}}", "db_name",
-                       x->req.segs.seg[0], "doc_count", (json_int_t)in.doc_count,
-                       "doc_del_count", (json_int_t)in.doc_del_count, "update_seq",
-                       api_hlc_json(in.digest.last), "update_count", (json_int_t)in.update_seq,
-                       "purge_seq", 0, "sizes", "file", (json_int_t)in.size_file, "active",
-                       (json_int_t)in.size_active, "external", (json_int_t)in.size_external,
-                       "compact_running", 0, "instance_start_time", "0",
-                       "disk_format_version", 8, "props"));
+                       x->req.segs.seg[0], "doc_count", (json_int_t)in.doc_count, "doc_del_count",
+                       (json_int_t)in.doc_del_count, "update_seq", api_hlc_json(in.digest.last),
+                       "update_count", (json_int_t)in.update_seq, "purge_seq", 0, "sizes", "file",
+                       (json_int_t)in.size_file, "active", (json_int_t)in.size_active, "external",
+                       (json_int_t)in.size_external, "compact_running", 0, "instance_start_time",
+                       "0", "disk_format_version", 8, "props"));
 }
 
 void api_write_doc(br_http_ex *x, br_db *db, struct br_json_doc *d, bool new_edits)
@@ -136,15 +136,14 @@ static json_t *result_json(const char *id, const struct br_put_result *r)
     json_t *o = json_pack("{s:s}", "id", id ? id : r->id);
     if (!o)
         return NULL;
-    const char *err = r->err == BR_ECONFLICT ? "conflict"
-                      : r->err == BR_EBADNAME ? "illegal_docid"
-                      : r->err == BR_ETOOBIG  ? "too_large"
+    const char *err = r->err == BR_ECONFLICT   ? "conflict"
+                      : r->err == BR_EBADNAME  ? "illegal_docid"
+                      : r->err == BR_ETOOBIG   ? "too_large"
                       : r->err == BR_ENOTFOUND ? "not_found"
-                                              : "bad_request";
+                                               : "bad_request";
     json_object_set_new(o, "error", json_string(err));
-    json_object_set_new(o, "reason", json_string(r->err == BR_ECONFLICT
-                                                     ? "Document update conflict."
-                                                     : r->reason));
+    json_object_set_new(
+        o, "reason", json_string(r->err == BR_ECONFLICT ? "Document update conflict." : r->reason));
     return o;
 }
 
@@ -345,8 +344,8 @@ static int on_change(void *arg, const struct br_change *ch)
     json_t *revs = json_array();
     for (size_t i = 0; revs && i < ch->n_leaves; i++)
         json_array_append_new(revs, json_pack("{s:o}", "rev", api_rev_json(&ch->leaves[i])));
-    json_t *r = json_pack("{s:o,s:s%,s:o}", "seq", api_hlc_json(ch->seq), "id", ch->id,
-                          ch->id_len, "changes", revs);
+    json_t *r = json_pack("{s:o,s:s%,s:o}", "seq", api_hlc_json(ch->seq), "id", ch->id, ch->id_len,
+                          "changes", revs);
     if (!r) {
         c->err = BR_ENOMEM;
         return 1;
@@ -560,8 +559,8 @@ static int on_alldocs(void *arg, const char *id, size_t id_len, const struct br_
                       const struct br_doc *doc)
 {
     struct alldocs_ctx *c = arg;
-    json_t *row = json_pack("{s:s%,s:s%,s:{s:o}}", "id", id, id_len, "key", id, id_len,
-                            "value", "rev", api_rev_json(rev));
+    json_t *row = json_pack("{s:s%,s:s%,s:{s:o}}", "id", id, id_len, "key", id, id_len, "value",
+                            "rev", api_rev_json(rev));
     if (row && doc) {
         json_t *dj = NULL;
         if (br_json_doc_render(doc, &dj, NULL) == BR_OK)
@@ -630,8 +629,8 @@ void api_all_docs(struct br_api *api, br_http_ex *x)
         goto done;
     }
     api_json(x, 200,
-             json_pack("{s:I,s:I,s:o}", "total_rows", (json_int_t)total, "offset",
-                       (json_int_t)skip, "rows", c.rows));
+             json_pack("{s:I,s:I,s:o}", "total_rows", (json_int_t)total, "offset", (json_int_t)skip,
+                       "rows", c.rows));
 done:
     br_free(sk);
     br_free(ek);

@@ -3,9 +3,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "api.h"
 #include "barrel/alloc.h"
 #include "barrel/json.h"
+
+#include "api.h"
 
 /* The document id the path names: seg[1], or "_design/" seg[2]. */
 static void doc_id(const br_http_ex *x, char *out, size_t cap)

@@ -27,8 +27,7 @@ struct br_http_server {
     struct br_http_opts o;
     struct lws_context *ctx;
     struct lws_vhost *vh;
-    size_t conns;
-    size_t inflight; /* exchanges DISPATCHED or RESPONDING after dispatch */
+    size_t inflight;     /* exchanges DISPATCHED or RESPONDING after dispatch */
     unsigned char *wbuf; /* LWS_PRE + max(CHUNK, HDR_SPACE) */
 };
 
@@ -55,8 +54,7 @@ void br_http_resp_header(struct br_http_resp *r, const char *name, const char *v
     r->n_headers++;
 }
 
-void br_http_resp_error(struct br_http_resp *r, int status, const char *error,
-                        const char *reason)
+void br_http_resp_error(struct br_http_resp *r, int status, const char *error, const char *reason)
 {
     r->status = status;
     r->content_type = NULL;
@@ -115,8 +113,8 @@ static enum br_http_method method_of(struct lws *wsi)
         enum lws_token_indexes tok;
         enum br_http_method m;
     } tab[] = {
-        {WSI_TOKEN_GET_URI, BR_HTTP_GET},       {WSI_TOKEN_POST_URI, BR_HTTP_POST},
-        {WSI_TOKEN_PUT_URI, BR_HTTP_PUT},       {WSI_TOKEN_DELETE_URI, BR_HTTP_DELETE},
+        {WSI_TOKEN_GET_URI, BR_HTTP_GET},   {WSI_TOKEN_POST_URI, BR_HTTP_POST},
+        {WSI_TOKEN_PUT_URI, BR_HTTP_PUT},   {WSI_TOKEN_DELETE_URI, BR_HTTP_DELETE},
         {WSI_TOKEN_HEAD_URI, BR_HTTP_HEAD},
     };
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
@@ -275,9 +273,8 @@ static int write_headers(br_http_server *s, struct lws *wsi, br_http_ex *x)
     } else if (lws_add_http_header_content_length(wsi, x->resp.body.len, &p, end)) {
         return -1;
     }
-    if (x->close_after &&
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close",
-                                     5, &p, end))
+    if (x->close_after && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                                       (const unsigned char *)"close", 5, &p, end))
         return -1;
     for (size_t i = 0; i < x->resp.n_headers; i++) {
         char name[64];
@@ -338,8 +335,7 @@ static int on_writeable(br_http_server *s, struct lws *wsi, struct conn *c)
         n = CHUNK;
     bool last = done + n == x->resp.body.len;
     memcpy(s->wbuf + LWS_PRE, x->resp.body.data + done, n);
-    if (lws_write(wsi, s->wbuf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) <
-        (int)n)
+    if (lws_write(wsi, s->wbuf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < (int)n)
         return -1;
     x->sent = done + n;
     if (last && lws_partial_buffered(wsi)) {
@@ -388,15 +384,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return on_writeable(s, wsi, c);
-    case LWS_CALLBACK_HTTP_BIND_PROTOCOL:
-        if (s && c)
-            s->conns++;
-        break;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-        if (s && c) {
-            s->conns--;
+        if (s && c)
             on_closed(s, c);
-        }
         break;
     case LWS_CALLBACK_CLOSED_HTTP:
         if (s && c)
@@ -422,14 +412,13 @@ static void lws_log_sink(int level, const char *line)
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         n--;
-    enum br_log_level l = level & LLL_ERR ? BR_LOG_ERROR
+    enum br_log_level l = level & LLL_ERR    ? BR_LOG_ERROR
                           : level & LLL_WARN ? BR_LOG_WARN
                                              : BR_LOG_DEBUG;
     br_log(l, "lws", "%.*s", (int)n, line);
 }
 
-br_err br_http_server_new(const struct br_http_opts *o, br_http_server **out,
-                          struct br_errbuf *eb)
+br_err br_http_server_new(const struct br_http_opts *o, br_http_server **out, struct br_errbuf *eb)
 {
     br_http_server *s = br_calloc(1, sizeof *s);
     if (!s)
@@ -471,8 +460,8 @@ br_err br_http_server_new(const struct br_http_opts *o, br_http_server **out,
         lws_context_destroy(s->ctx);
         br_free(s->wbuf);
         br_free(s);
-        return br_fail(eb, BR_EIO, "cannot listen on %s:%d (address in use or not local?)",
-                       o->bind, o->port);
+        return br_fail(eb, BR_EIO, "cannot listen on %s:%d (address in use or not local?)", o->bind,
+                       o->port);
     }
     *out = s;
     return BR_OK;
@@ -491,11 +480,6 @@ int br_http_server_port(const br_http_server *s)
 size_t br_http_server_inflight(const br_http_server *s)
 {
     return s->inflight;
-}
-
-size_t br_http_server_connections(const br_http_server *s)
-{
-    return s->conns;
 }
 
 void br_http_wake(br_http_server *s)

@@ -18,6 +18,7 @@
 
 #include "barrel/buf.h"
 #include "barrel/err.h"
+
 #include "httpreq.h"
 
 #define BR_HTTP_RESP_HEADERS 8
@@ -46,8 +47,7 @@ struct br_http_resp {
  * of memory) is dropped with a warning: headers are never worth failing a response for. */
 void br_http_resp_header(struct br_http_resp *r, const char *name, const char *value);
 /* Set status and a CouchDB error body {"error": error, "reason": reason}. */
-void br_http_resp_error(struct br_http_resp *r, int status, const char *error,
-                        const char *reason);
+void br_http_resp_error(struct br_http_resp *r, int status, const char *error, const char *reason);
 
 typedef struct br_http_ex br_http_ex;
 struct br_http_ex {
@@ -68,10 +68,10 @@ struct br_http_ex {
 typedef struct br_http_server br_http_server;
 
 struct br_http_opts {
-    const char *bind;            /* address to listen on ("127.0.0.1") */
-    int port;                    /* 0: any free port (see br_http_server_port) */
-    size_t max_body;             /* largest request body accepted */
-    unsigned request_timeout_s;  /* headers, and body, must arrive within this */
+    const char *bind;           /* address to listen on ("127.0.0.1") */
+    int port;                   /* 0: any free port (see br_http_server_port) */
+    size_t max_body;            /* largest request body accepted */
+    unsigned request_timeout_s; /* headers, and body, must arrive within this */
     unsigned keepalive_timeout_s;
     /* A complete request: answer it (now or later) with br_http_respond(x). */
     void (*on_request)(void *arg, br_http_ex *x);
@@ -92,8 +92,6 @@ int br_http_server_port(const br_http_server *s);
 /* Exchanges handed to on_request and not yet fully answered (written or abandoned): what a
  * clean shutdown waits for. */
 size_t br_http_server_inflight(const br_http_server *s);
-/* Connections open now. */
-size_t br_http_server_connections(const br_http_server *s);
 /* Wake the loop from any thread (lws_cancel_service). Thread: any. */
 void br_http_wake(br_http_server *s);
 /* Close every connection and free. In-flight exchanges must have been answered. NULL no-op. */

@@ -24,8 +24,7 @@ const char *br_http_method_name(enum br_http_method m)
     }
 }
 
-br_err br_http_path_split(const char *p, size_t len, struct br_http_path *out,
-                          struct br_errbuf *eb)
+br_err br_http_path_split(const char *p, size_t len, struct br_http_path *out, struct br_errbuf *eb)
 {
     memset(out, 0, sizeof *out);
     if (len == 0 || p[0] != '/')
@@ -74,8 +73,7 @@ void br_http_path_fini(struct br_http_path *p)
     memset(p, 0, sizeof *p);
 }
 
-br_err br_http_args_add(struct br_http_args *a, const char *frag, size_t len,
-                        struct br_errbuf *eb)
+br_err br_http_args_add(struct br_http_args *a, const char *frag, size_t len, struct br_errbuf *eb)
 {
     if (a->n == BR_HTTP_ARGS_MAX)
         return br_fail(eb, BR_EINVAL, "more than %d query arguments", BR_HTTP_ARGS_MAX);
@@ -137,8 +135,7 @@ static long decode_frag(const char *s, size_t len, char *dst)
     return (long)o;
 }
 
-br_err br_http_args_parse(struct br_http_args *a, const char *qs, size_t len,
-                          struct br_errbuf *eb)
+br_err br_http_args_parse(struct br_http_args *a, const char *qs, size_t len, struct br_errbuf *eb)
 {
     size_t i = 0;
     while (i < len) {
@@ -150,8 +147,7 @@ br_err br_http_args_parse(struct br_http_args *a, const char *qs, size_t len,
         if (n == 0)
             continue;
         if (n > BR_HTTP_ARG_MAX)
-            return br_fail(eb, BR_EINVAL, "query argument longer than %d bytes",
-                           BR_HTTP_ARG_MAX);
+            return br_fail(eb, BR_EINVAL, "query argument longer than %d bytes", BR_HTTP_ARG_MAX);
         char *tmp = br_malloc(n + 1);
         if (!tmp)
             return BR_ENOMEM;
@@ -202,8 +198,8 @@ br_err br_http_arg_bool(const struct br_http_args *a, const char *name, bool dfl
     return br_fail(eb, BR_EINVAL, "Invalid boolean parameter: \"%s\"", name);
 }
 
-br_err br_http_arg_u64(const struct br_http_args *a, const char *name, uint64_t dflt,
-                       uint64_t *out, struct br_errbuf *eb)
+br_err br_http_arg_u64(const struct br_http_args *a, const char *name, uint64_t dflt, uint64_t *out,
+                       struct br_errbuf *eb)
 {
     const char *v = br_http_arg(a, name);
     if (!v) {
@@ -215,8 +211,7 @@ br_err br_http_arg_u64(const struct br_http_args *a, const char *name, uint64_t 
         return br_fail(eb, BR_EINVAL, "Invalid value for %s: not a non-negative integer", name);
     for (const char *c = v; *c; c++) {
         if (*c < '0' || *c > '9')
-            return br_fail(eb, BR_EINVAL, "Invalid value for %s: not a non-negative integer",
-                           name);
+            return br_fail(eb, BR_EINVAL, "Invalid value for %s: not a non-negative integer", name);
         n = n * 10 + (uint64_t)(*c - '0');
     }
     *out = n;

@@ -66,8 +66,8 @@ const char *br_http_arg(const struct br_http_args *a, const char *name);
 /* Argument values. Each returns BR_EINVAL (reason naming the argument) for a bad value. */
 BR_NODISCARD br_err br_http_arg_bool(const struct br_http_args *a, const char *name, bool dflt,
                                      bool *out, struct br_errbuf *eb);
-BR_NODISCARD br_err br_http_arg_u64(const struct br_http_args *a, const char *name,
-                                    uint64_t dflt, uint64_t *out, struct br_errbuf *eb);
+BR_NODISCARD br_err br_http_arg_u64(const struct br_http_args *a, const char *name, uint64_t dflt,
+                                    uint64_t *out, struct br_errbuf *eb);
 
 /* True when the Content-Type value `ct` names media type `type` (case-insensitive, parameters
  * such as "; charset=utf-8" ignored). ct may be NULL (false). */

@@ -10,18 +10,19 @@ struct entry {
     bool worker;
 };
 
-#define END {BR_HTTP_OTHER, NULL, false}
+#define END                                                                                        \
+    {                                                                                              \
+        BR_HTTP_OTHER, NULL, false                                                                 \
+    }
 
-static const struct entry R_ROOT[] = {{BR_HTTP_GET, api_welcome, false},
-                                      {BR_HTTP_HEAD, api_welcome, false}, END};
+static const struct entry R_ROOT[] = {
+    {BR_HTTP_GET, api_welcome, false}, {BR_HTTP_HEAD, api_welcome, false}, END};
 static const struct entry R_ALL_DBS[] = {{BR_HTTP_GET, api_all_dbs, true}, END};
 static const struct entry R_NODE[] = {{BR_HTTP_GET, api_node, false}, END};
-static const struct entry R_DB[] = {{BR_HTTP_GET, api_db_info, true},
-                                    {BR_HTTP_HEAD, api_db_info, true},
-                                    {BR_HTTP_PUT, api_db_create, true},
-                                    {BR_HTTP_DELETE, api_db_delete, true},
-                                    {BR_HTTP_POST, api_db_post, true},
-                                    END};
+static const struct entry R_DB[] = {
+    {BR_HTTP_GET, api_db_info, true},   {BR_HTTP_HEAD, api_db_info, true},
+    {BR_HTTP_PUT, api_db_create, true}, {BR_HTTP_DELETE, api_db_delete, true},
+    {BR_HTTP_POST, api_db_post, true},  END};
 static const struct entry R_BULK[] = {{BR_HTTP_POST, api_bulk_docs, true}, END};
 static const struct entry R_REVSDIFF[] = {{BR_HTTP_POST, api_revs_diff, true}, END};
 static const struct entry R_CHANGES[] = {{BR_HTTP_GET, api_changes, true}, END};

@@ -4,18 +4,20 @@
  * Signals: SIGINT and SIGTERM are blocked in every thread (the mask is set before any thread
  * starts, RocksDB's included); one small thread waits for them with sigwait() and wakes the
  * loop with lws_cancel_service(), the only libwebsockets call that is thread-safe. */
-#include <arpa/inet.h>
+#include "barrel/serve.h"
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <jansson.h>
 
-#include "api.h"
 #include "barrel/alloc.h"
 #include "barrel/log.h"
-#include "barrel/serve.h"
+
+#include "api.h"
 #include "http.h"
 #include "router.h"
 #include "workers.h"
@@ -131,8 +133,9 @@ int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
     atomic_init(&n.stop, false);
     const char *bind = o->bind ? o->bind : BR_SERVE_DEFAULT_BIND;
     if (!is_loopback(bind)) {
-        fprintf(err, "barrel: refusing to listen on %s: a non-loopback address needs admin "
-                     "credentials, which this version cannot configure yet\n",
+        fprintf(err,
+                "barrel: refusing to listen on %s: a non-loopback address needs admin "
+                "credentials, which this version cannot configure yet\n",
                 bind);
         return 1;
     }
@@ -141,7 +144,7 @@ int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
     sigaddset(&n.sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &n.sigs, NULL);
     signal(SIGPIPE, SIG_IGN); /* a client or a log reader that went away is not fatal */
-    json_object_seed(0); /* before any thread builds a JSON object */
+    json_object_seed(0);      /* before any thread builds a JSON object */
 
     int rc = 1;
     struct br_errbuf eb = {{0}};
@@ -157,8 +160,8 @@ int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
         .bind = bind,
         .port = o->port,
         .max_body = n.api.max_body,
-        .request_timeout_s = o->request_timeout_s ? o->request_timeout_s
-                                                  : BR_SERVE_DEFAULT_TIMEOUT_S,
+        .request_timeout_s =
+            o->request_timeout_s ? o->request_timeout_s : BR_SERVE_DEFAULT_TIMEOUT_S,
         .keepalive_timeout_s = 60,
         .on_request = on_request,
         .decorate = decorate,
@@ -178,8 +181,8 @@ int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
         fprintf(err, "barrel: cannot start the signal thread\n");
         goto out;
     }
-    fprintf(out, "barrel: listening on http://%s:%d data=%s\n", bind,
-            br_http_server_port(n.http), o->data);
+    fprintf(out, "barrel: listening on http://%s:%d data=%s\n", bind, br_http_server_port(n.http),
+            o->data);
     fflush(out);
     br_log(BR_LOG_INFO, "node", "event=listening addr=%s port=%d data=%s", bind,
            br_http_server_port(n.http), o->data);
@@ -194,7 +197,7 @@ int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
     br_log(BR_LOG_INFO, "node", "event=stopped");
     rc = 0;
 out:
-    br_workers_free(n.workers); /* finishes queued jobs; their answers are queued to write */
+    br_workers_free(n.workers);  /* finishes queued jobs; their answers are queued to write */
     br_http_server_free(n.http); /* closes connections */
     br_store_close(n.api.store);
     return rc;

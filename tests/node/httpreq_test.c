@@ -58,8 +58,7 @@ Test(httpreq, raw_query_is_decoded_and_last_value_wins)
     br_http_args_fini(&a);
     static const char *const bad[] = {"a=%zz", "a=%2", "a=%", "a=%00", "=v"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        cr_expect_eq(br_http_args_parse(&a, bad[i], strlen(bad[i]), &eb), BR_EINVAL, "%s",
-                     bad[i]);
+        cr_expect_eq(br_http_args_parse(&a, bad[i], strlen(bad[i]), &eb), BR_EINVAL, "%s", bad[i]);
         br_http_args_fini(&a);
     }
 }

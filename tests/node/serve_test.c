@@ -2,9 +2,7 @@
  * fresh data directory and a free port, talks HTTP/1.1 to it over raw sockets, and stops it
  * with SIGTERM. The teardown requires a clean exit (status 0): under the sanitizer build that
  * is also LeakSanitizer's verdict on the whole node. */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <poll.h>
 
 #include "testutil.h"
 
@@ -143,7 +143,8 @@ static const char *header(const struct resp *r, const char *name)
 {
     static char val[1024];
     size_t n = strlen(name);
-    for (const char *l = r->headers; l && *l; l = strstr(l, "\r\n") ? strstr(l, "\r\n") + 2 : NULL) {
+    for (const char *l = r->headers; l && *l;
+         l = strstr(l, "\r\n") ? strstr(l, "\r\n") + 2 : NULL) {
         if (strncasecmp(l, name, n) == 0 && l[n] == ':') {
             const char *v = l + n + 1;
             while (*v == ' ')
@@ -255,8 +256,8 @@ static const char *jstr(const struct resp *r, const char *key)
 static void expect_error(const struct resp *r, int status, const char *error)
 {
     cr_expect_eq(r->status, status, "status %d, wanted %d: %s", r->status, status, r->body);
-    cr_expect(jstr(r, "error") && strcmp(jstr(r, "error"), error) == 0,
-              "error %s, wanted %s (%s)", jstr(r, "error"), error, r->body);
+    cr_expect(jstr(r, "error") && strcmp(jstr(r, "error"), error) == 0, "error %s, wanted %s (%s)",
+              jstr(r, "error"), error, r->body);
     cr_expect(jstr(r, "reason") != NULL, "no reason in %s", r->body);
 }
 
@@ -345,7 +346,8 @@ Test(serve, db_create_info_list_delete)
     resp_fini(&r);
     cr_assert_eq(get(&r, "/_all_dbs"), 200);
     cr_expect(json_is_array(r.json) && json_array_size(r.json) == 1 &&
-              strcmp(json_string_value(json_array_get(r.json, 0)), "mydb") == 0, "%s", r.body);
+                  strcmp(json_string_value(json_array_get(r.json, 0)), "mydb") == 0,
+              "%s", r.body);
     resp_fini(&r);
     cr_assert_eq(req(&r, "DELETE", "/mydb", NULL, NULL, NULL), 200);
     resp_fini(&r);
@@ -519,7 +521,8 @@ Test(serve, conflicts_revs_and_open_revs)
     cr_expect_str_eq(jstr(&r, "_rev"), "2-bb");
     json_t *cf = json_object_get(r.json, "_conflicts");
     cr_expect(json_array_size(cf) == 1 &&
-              strcmp(json_string_value(json_array_get(cf, 0)), "2-aa") == 0, "%s", r.body);
+                  strcmp(json_string_value(json_array_get(cf, 0)), "2-aa") == 0,
+              "%s", r.body);
     resp_fini(&r);
     cr_assert_eq(get(&r, "/c/k"), 200);
     cr_expect_null(json_object_get(r.json, "_conflicts"));
@@ -576,8 +579,9 @@ Test(serve, revs_diff_lists_missing)
     cr_assert_eq(post_json(&r, "/rd/_revs_diff", body), 200, "%s", r.body);
     json_t *a = json_object_get(r.json, "a"), *zz = json_object_get(r.json, "zz");
     cr_expect(json_array_size(json_object_get(a, "missing")) == 1 &&
-              strcmp(json_string_value(json_array_get(json_object_get(a, "missing"), 0)),
-                     "2-beef") == 0, "%s", r.body);
+                  strcmp(json_string_value(json_array_get(json_object_get(a, "missing"), 0)),
+                         "2-beef") == 0,
+              "%s", r.body);
     cr_expect_eq(json_array_size(json_object_get(zz, "missing")), 1);
     resp_fini(&r);
     snprintf(body, sizeof body, "{\"a\":[\"%s\"]}", rev);
@@ -723,9 +727,13 @@ Test(serve, traversal_attempts_stay_inside_the_store)
     char rev[128];
     make_db("t");
     put_doc("/t/doc", "{\"keep\":1}", rev, sizeof rev);
-    static const char *const paths[] = {"/t/../_all_dbs", "/t/%2e%2e/%2e%2e/etc/passwd",
-                                        "/../../etc/passwd", "/t/..%2f..%2fetc", "/%2e%2e",
-                                        "/t/doc/../../x", "/t/%2e%2e%2f%2e%2e%2fdoc"};
+    static const char *const paths[] = {"/t/../_all_dbs",
+                                        "/t/%2e%2e/%2e%2e/etc/passwd",
+                                        "/../../etc/passwd",
+                                        "/t/..%2f..%2fetc",
+                                        "/%2e%2e",
+                                        "/t/doc/../../x",
+                                        "/t/%2e%2e%2f%2e%2e%2fdoc"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         for (int m = 0; m < 3; m++) {
             const char *meth = m == 0 ? "GET" : m == 1 ? "PUT" : "DELETE";
@@ -779,8 +787,8 @@ Test(serve, body_over_limit_is_413_and_closes)
     /* a Content-Length over the limit is refused before any body byte */
     fd = connect_node();
     char head[256];
-    snprintf(head, sizeof head,
-             "PUT /big/y HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", MAX_BODY * 100);
+    snprintf(head, sizeof head, "PUT /big/y HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n",
+             MAX_BODY * 100);
     send_all(fd, head, strlen(head));
     cr_assert(read_resp(fd, &r, 5000));
     expect_error(&r, 413, "too_large");
@@ -799,8 +807,7 @@ Test(serve, body_over_limit_is_413_and_closes)
 }
 
 /* Connect, send `data`, and measure how long until the node closes the connection. */
-static double seconds_until_closed(const char *data, double trickle_every_s,
-                                   const char *trickle)
+static double seconds_until_closed(const char *data, double trickle_every_s, const char *trickle)
 {
     int fd = connect_node();
     struct timespec t0, t1;
@@ -917,8 +924,8 @@ Test(serve, large_responses_stream_in_pieces)
     memset(pad, 'p', sizeof pad - 1);
     pad[sizeof pad - 1] = '\0';
     for (int i = 0; i < 40; i++)
-        off += (size_t)snprintf(body + off, MAX_BODY - off, "%s{\"_id\":\"doc%03d\",\"pad\":\"%s\"}",
-                                i ? "," : "", i, pad);
+        off += (size_t)snprintf(body + off, MAX_BODY - off,
+                                "%s{\"_id\":\"doc%03d\",\"pad\":\"%s\"}", i ? "," : "", i, pad);
     snprintf(body + off, MAX_BODY - off, "]}");
     cr_assert_eq(post_json(&r, "/lg/_bulk_docs", body), 201, "%.200s", r.body);
     resp_fini(&r);
@@ -1007,4 +1014,42 @@ Test(serve, sigterm_lets_in_flight_writes_finish)
     pid = start_node(dir, &port, line, sizeof line, &node_out);
     cr_assert(port > 0, "restart failed: %s", line);
     cr_expect_eq(doc_count("sd"), expect_docs);
+}
+
+Test(serve, design_docs_and_all_docs)
+{
+    struct resp r;
+    char rev[128];
+    make_db("dd");
+    put_doc("/dd/_design/app", "{\"views\":{}}", rev, sizeof rev);
+    cr_assert_eq(get(&r, "/dd/_design/app"), 200, "%s", r.body);
+    cr_expect_str_eq(jstr(&r, "_id"), "_design/app");
+    resp_fini(&r);
+    put_doc("/dd/b", "{\"n\":2}", rev, sizeof rev);
+    put_doc("/dd/a", "{\"n\":1}", rev, sizeof rev);
+    put_doc("/dd/c", "{\"n\":3}", rev, sizeof rev);
+    cr_assert_eq(get(&r, "/dd/_all_docs?startkey=%22a%22&endkey=%22b%22&include_docs=true"), 200);
+    json_t *rows = json_object_get(r.json, "rows");
+    cr_assert_eq(json_array_size(rows), 2, "%s", r.body);
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "id")), "a");
+    cr_expect_eq(
+        json_integer_value(json_object_get(json_object_get(json_array_get(rows, 1), "doc"), "n")),
+        2);
+    resp_fini(&r);
+    cr_assert_eq(get(&r, "/dd/_all_docs?descending=true&limit=1"), 200);
+    rows = json_object_get(r.json, "rows");
+    cr_assert_eq(json_array_size(rows), 1, "%s", r.body);
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "id")), "c");
+    cr_expect_eq(json_integer_value(json_object_get(r.json, "total_rows")), 4);
+    resp_fini(&r);
+    get(&r, "/dd/_all_docs?startkey=%7B%7D");
+    expect_error(&r, 400, "bad_request");
+    resp_fini(&r);
+    /* an id with a reserved prefix is refused */
+    put_json(&r, "/dd/_bogus", "{}");
+    expect_error(&r, 404, "not_found");
+    resp_fini(&r);
+    post_json(&r, "/dd", "{\"_id\":\"_bogus\"}");
+    expect_error(&r, 400, "illegal_docid");
+    resp_fini(&r);
 }

@@ -16,12 +16,12 @@
 #define BR_SERVE_DEFAULT_TIMEOUT_S 30
 
 struct br_serve_opts {
-    const char *data;             /* data directory */
-    const char *bind;             /* NULL: BR_SERVE_DEFAULT_BIND; loopback only for now */
-    int port;                     /* 0: any free port (printed on `out`) */
-    size_t max_body;              /* 0: BR_SERVE_DEFAULT_MAX_BODY */
-    unsigned request_timeout_s;   /* headers and body; 0: BR_SERVE_DEFAULT_TIMEOUT_S */
-    size_t workers;               /* 0: 2 */
+    const char *data;           /* data directory */
+    const char *bind;           /* NULL: BR_SERVE_DEFAULT_BIND; loopback only for now */
+    int port;                   /* 0: any free port (printed on `out`) */
+    size_t max_body;            /* 0: BR_SERVE_DEFAULT_MAX_BODY */
+    unsigned request_timeout_s; /* headers and body; 0: BR_SERVE_DEFAULT_TIMEOUT_S */
+    size_t workers;             /* 0: 2 */
 };
 
 /* Run the node. Prints "barrel: listening on http://ADDR:PORT" on out once serving; errors
