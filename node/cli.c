@@ -16,6 +16,7 @@
 #include "barrel/json.h"
 #include "barrel/log.h"
 #include "barrel/query.h"
+#include "barrel/serve.h"
 #include "barrel/store.h"
 
 #define DEFAULT_DATA "./barrel-data"
@@ -850,6 +851,39 @@ static int cmd_check(struct cli *c)
     return rc;
 }
 
+/* barrel serve [--port N] [--bind ADDR] [--max-body BYTES] [--request-timeout S] */
+static int cmd_serve(struct cli *c)
+{
+    static const char usage[] =
+        "barrel serve [--port N] [--bind ADDR] [--max-body BYTES] [--request-timeout S]";
+    struct br_serve_opts o = {.data = c->data, .port = BR_SERVE_DEFAULT_PORT};
+    for (int i = 0; i < c->argc; i++) {
+        const char *a = c->argv[i];
+        const char *v = opt_value(c, &i);
+        char *end = NULL;
+        unsigned long long n = 0;
+        if (!v)
+            return fail_usage(c, usage);
+        if (strcmp(a, "--bind") == 0) {
+            o.bind = v;
+            continue;
+        }
+        errno = 0;
+        n = strtoull(v, &end, 10);
+        if (*v == '-' || !*v || *end || errno)
+            return fail_usage(c, usage);
+        if (strcmp(a, "--port") == 0 && n <= 65535)
+            o.port = (int)n;
+        else if (strcmp(a, "--max-body") == 0 && n > 0)
+            o.max_body = (size_t)n;
+        else if (strcmp(a, "--request-timeout") == 0 && n > 0 && n <= 3600)
+            o.request_timeout_s = (unsigned)n;
+        else
+            return fail_usage(c, usage);
+    }
+    return br_serve_run(&o, c->out, c->err);
+}
+
 static int cmd_help(struct cli *c)
 {
     fprintf(c->out,
@@ -857,6 +891,8 @@ static int cmd_help(struct cli *c)
             "\n"
             "usage: barrel [--data DIR] [--log-level LEVEL] COMMAND ...\n"
             "\n"
+            "  serve [--port N] [--bind ADDR] [--max-body BYTES] [--request-timeout S]\n"
+            "                                run a node: the HTTP API on 127.0.0.1:7070\n"
             "  db create NAME | db delete NAME | db list | db info NAME\n"
             "  db index NAME [--all|--none|PATTERN...]  which paths find can look up\n"
             "  put DB ID [JSON|-]            write a document (JSON argument or stdin)\n"
@@ -922,7 +958,7 @@ int br_cli_run(int argc, char **argv, FILE *in, FILE *out, FILE *err)
         {"db", cmd_db},           {"put", cmd_put},         {"get", cmd_get},
         {"delete", cmd_delete},   {"changes", cmd_changes}, {"revsdiff", cmd_revsdiff},
         {"bulk", cmd_bulk},       {"all-docs", cmd_all_docs}, {"check", cmd_check},
-        {"find", cmd_find},
+        {"find", cmd_find},       {"serve", cmd_serve},
     };
     c.argc = nrest - 1;
     c.argv = rest + 1;
