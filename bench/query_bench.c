@@ -414,6 +414,10 @@ static void bstore_open(const struct opts *o, struct bstore *b)
         die("create database: %s", eb.msg);
     if (br_store_db_open(b->s, DB_NAME, &b->db))
         die("open database");
+    /* Indexes are declared (the default indexes nothing): the paths the queries use. */
+    static const char *const indexed[] = {"site", "value"};
+    if (br_db_set_index(b->db, false, indexed, 2, &eb))
+        die("index policy: %s", eb.msg);
 }
 
 static void bstore_close(struct bstore *b)

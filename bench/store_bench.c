@@ -189,6 +189,7 @@ struct opts {
     const char *dir;
     const char *csv;
     const char *only;
+    const char *index; /* path index policy of the benchmark database: all, none, or P,P,... */
 };
 
 static size_t parse_size(const char *flag, const char *v)
@@ -205,7 +206,7 @@ static void usage(void)
 {
     fputs("usage: barrel-bench-store [--n N] [--fsync-n N] [--mt-n N] [--threads T] [--batch B]\n"
           "                          [--repeat R] [--dir DIR] [--seed S] [--csv FILE]\n"
-          "                          [--only KEY,KEY...]\n",
+          "                          [--only KEY,KEY...] [--index all|none|PATTERN,...]\n",
           stderr);
     exit(2);
 }
@@ -219,7 +220,8 @@ static void parse_opts(int argc, char **argv, struct opts *o)
                        .threads = 8,
                        .repeat = 1,
                        .seed = 1,
-                       .dir = "/tmp"};
+                       .dir = "/tmp",
+                       .index = "none"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
@@ -247,6 +249,8 @@ static void parse_opts(int argc, char **argv, struct opts *o)
             o->csv = v;
         else if (strcmp(a, "--only") == 0)
             o->only = v;
+        else if (strcmp(a, "--index") == 0)
+            o->index = v;
         else
             usage();
     }
@@ -587,6 +591,28 @@ static void bstore_open_dir(struct bstore *b)
         die("open database");
 }
 
+/* Apply --index to a fresh database: "none" (the store's default), "all", or patterns. */
+static void set_index(const struct opts *o, br_db *db)
+{
+    struct br_errbuf eb = {{0}};
+    if (strcmp(o->index, "none") == 0)
+        return;
+    if (strcmp(o->index, "all") == 0) {
+        if (br_db_set_index(db, true, NULL, 0, &eb))
+            die("--index all: %s", eb.msg);
+        return;
+    }
+    char buf[1024];
+    const char *pats[64];
+    size_t n = 0;
+    snprintf(buf, sizeof buf, "%s", o->index);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t && n < 64;
+         t = strtok_r(NULL, ",", &save))
+        pats[n++] = t;
+    if (br_db_set_index(db, false, pats, n, &eb))
+        die("--index %s: %s", o->index, eb.msg);
+}
+
 static void bstore_open(const struct opts *o, struct bstore *b)
 {
     int k = snprintf(b->dir, sizeof b->dir, "%s/barrel-bench-XXXXXX", o->dir);
@@ -600,6 +626,7 @@ static void bstore_open(const struct opts *o, struct bstore *b)
         die("create database: %s", eb.msg);
     if (br_store_db_open(b->s, DB_NAME, &b->db))
         die("open database");
+    set_index(o, b->db);
 }
 
 static void bstore_close(struct bstore *b)
@@ -1132,7 +1159,8 @@ int main(int argc, char **argv)
            ", data under %s (corpus built in %.2f s)\n",
            c.n, (double)c.json_off[c.n] / (double)c.n, (double)c.cbor_off[c.n] / (double)c.n,
            o.batch, o.fsync_n, o.threads, o.mt_n, o.seed, o.dir, (double)(now_ns() - t0) / 1e9);
-    printf("raw RocksDB: %d-byte keys, %d-byte values; same counts\n", RAW_KEY, RAW_VAL);
+    printf("raw RocksDB: %d-byte keys, %d-byte values; same counts; barrel path index: %s\n",
+           RAW_KEY, RAW_VAL, o.index);
     load_start = loadavg1();
     printf("load average at start: %.2f on %ld CPUs%s\n", load_start, sysconf(_SC_NPROCESSORS_ONLN),
            load_start > 0.5 ? " (NOT idle: figures will be low and noisy)" : "");

@@ -978,6 +978,12 @@ br_err br_db_explain(br_db *db, const br_query *q, json_t **out)
     for (size_t i = 0; i < p.n_drv; i++)
         if (json_array_append_new(idx, cond_json(p.drv[i])))
             e = BR_ENOMEM;
+    if (p.kind == PLAN_FULL &&
+        json_object_set_new(o, "warning",
+                            json_string("No matching index found: every document is read. "
+                                        "Index the paths the query uses (br_db_set_index, "
+                                        "barrel db index DB PATH...).")))
+        e = BR_ENOMEM;
     json_t *w = json_object_get(qj, "where");
     if (w && json_object_set(o, "filter", w))
         e = BR_ENOMEM;

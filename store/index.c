@@ -244,7 +244,7 @@ void index_policy_free(struct br_db *db)
     db->ipol = NULL;
     db->n_ipol = 0;
     db->ipol_trie = NULL;
-    db->ipol_all = true;
+    db->ipol_all = false;
 }
 
 /* Install a policy (patterns copied); n_all: every path. */
@@ -288,15 +288,19 @@ br_err index_policy_load(struct br_db *db)
     k[4] = 'i';
     char *v;
     size_t vl;
-    db->ipol_all = true;
+    db->ipol_all = false; /* no record: no path is indexed (the default) */
     br_err e = store_get(db->s, CF_META, k, 5, &v, &vl);
     if (e || !v)
         return e;
     const uint8_t *p = (const uint8_t *)v, *end = p + vl;
-    uint64_t n;
+    uint64_t n = 0;
     char **pats = NULL;
     size_t got = 0;
-    e = store_get_varint(&p, end, &n) || n > vl ? BR_ESTORE : BR_OK;
+    if (vl == 1 && p[0] == 'A') {
+        rocksdb_free(v);
+        return policy_set(db, true, NULL, 0);
+    }
+    e = vl < 1 || *p++ != 'P' || store_get_varint(&p, end, &n) || n > vl ? BR_ESTORE : BR_OK;
     if (!e && n) {
         pats = br_calloc((size_t)n, sizeof *pats);
         if (!pats)
@@ -426,8 +430,12 @@ br_err br_db_set_index(br_db *db, bool all, const char *const *patterns, size_t 
     br_buf rec;
     br_buf_init(&rec, 0);
     br_err e = BR_OK;
-    if (!all) {
-        e = store_put_varint(&rec, n);
+    if (all) {
+        e = br_buf_append(&rec, "A", 1);
+    } else if (n) {
+        e = br_buf_append(&rec, "P", 1);
+        if (!e)
+            e = store_put_varint(&rec, n);
         for (size_t i = 0; !e && i < n; i++) {
             size_t l = strlen(patterns[i]);
             e = store_put_varint(&rec, l);
@@ -459,7 +467,7 @@ br_err br_db_set_index(br_db *db, bool all, const char *const *patterns, size_t 
         uint8_t k[5];
         memcpy(k, db->dbid, 4);
         k[4] = 'i';
-        if (all)
+        if (!rec.len) /* none: the default, no record */
             rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], (const char *)k, 5);
         else
             rocksdb_writebatch_put_cf(wb, s->cf[CF_META], (const char *)k, 5,

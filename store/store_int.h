@@ -4,8 +4,8 @@
  *   meta     "N"                       -> next database id (u32 BE)
  *            "c" name                  -> catalog record: dbid u32 BE, revs_limit u32 BE
  *            dbid "d"                  -> digest record (see struct db_state, DIGEST_LEN bytes)
- *            dbid "i"                  -> index policy: varint n, n x (varint len, key pattern);
- *                                         absent: every path is indexed
+ *            dbid "i"                  -> index policy: "A" (every path), or "P", varint n,
+ *                                         n x (varint len, key pattern); absent: none
  *   docs     dbid docid                -> document record: version, seq HLC, revision tree, and
  *                                         the data (body + attachment stubs) of every leaf
  *   changes  dbid HLC                  -> change entry: flags, winner rev, docid
@@ -68,8 +68,8 @@ struct br_db {
     /* Index policy (index.c): which paths get postings. Changed under wmu and ipol_rw
      * write-held; find holds it read while it plans and takes its snapshot. */
     pthread_rwlock_t ipol_rw;
-    bool ipol_all;               /* every path (the default) */
-    char **ipol;                 /* else these key patterns (may be none) */
+    bool ipol_all;               /* every path */
+    char **ipol;                 /* else these key patterns (none: the default) */
     size_t n_ipol;
     br_pattern_trie *ipol_trie;
     uint64_t ipol_gen;           /* bumped by every change: continuation tokens check it */

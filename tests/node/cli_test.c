@@ -261,6 +261,8 @@ Test(cli, find_explain_and_filtered_changes)
         const char *put[] = {"put", "s", id, doc, NULL};
         cr_assert_eq(run(NULL, put), 0, "%s", err);
     }
+    const char *idx_all[] = {"db", "index", "s", "--all", NULL};
+    cr_assert_eq(run(NULL, idx_all), 0, "%s", err);
     const char *find[] = {"find", "s",
                           "{\"where\":[{\"path\":\"site\",\"op\":\"==\",\"value\":\"site-1\"},"
                           "{\"path\":\"value\",\"op\":\">\",\"value\":1}]}",

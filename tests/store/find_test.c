@@ -75,6 +75,7 @@ static void setup(void)
     cr_assert_eq(br_store_open(&o, &st, NULL), BR_OK);
     cr_assert_eq(br_store_db_create(st, "db", NULL), BR_OK);
     cr_assert_eq(br_store_db_open(st, "db", &db), BR_OK);
+    cr_assert_eq(br_db_set_index(db, true, NULL, 0, NULL), BR_OK); /* every path */
     fixture();
 }
 
@@ -599,4 +600,27 @@ Test(find, a_token_dies_when_the_index_policy_changes)
     cr_assert_eq(br_db_set_index(db, false, pats, 1, NULL), BR_OK);
     cr_expect_eq(br_db_find(db, q, row_cb, &rs, &res), BR_EINVAL);
     br_query_free(q);
+}
+
+Test(find, no_index_by_default_and_the_same_answers)
+{
+    cr_assert_eq(br_store_db_create(st, "plain", NULL), BR_OK);
+    br_db *main_db = db;
+    cr_assert_eq(br_store_db_open(st, "plain", &db), BR_OK);
+    bool all;
+    char **p;
+    size_t n;
+    cr_assert_eq(br_db_index_policy(db, &all, &p, &n), BR_OK);
+    cr_assert(!all);
+    cr_assert_eq(n, 0);
+    fixture();
+    check_clean();
+    struct br_db_check ck;
+    cr_assert_eq(br_db_check(db, &ck), BR_OK);
+    cr_expect_eq(ck.postings, 0);
+    char got[512];
+    cr_expect_str_eq(run(W1("type", "==", "\"user\""), got, sizeof got), "full_scan");
+    cr_expect_str_eq(got, "user1,user2,user3");
+    br_db_close(db);
+    db = main_db;
 }
