@@ -44,6 +44,7 @@ struct br_sub {
     uint64_t delivered, dropped_total;
     uint64_t stamp; /* last publish that hit it */
     bool closed, busy, ready;
+    bool self_closed; /* closed from its own callback: the delivery thread frees it */
     atomic_bool closing; /* set by br_sub_close: the delivery thread stops mid-batch */
     struct br_sub *next_ready;
 };
@@ -58,6 +59,13 @@ struct subs {
     pthread_t thread;
     bool running, stop;
     bool waiting; /* the delivery thread sleeps on cv: a writer must signal */
+    /* publish scratch, reused under mu */
+    br_buf tbuf;
+    size_t *toff;
+    char **tv;
+    size_t tcap;
+    br_sub **hits;
+    size_t hits_cap;
     uint64_t stamp;
     br_sub *in_cb; /* whose callback runs now */
 };
@@ -204,8 +212,9 @@ static void *deliver_loop(void *arg)
         sb->in_cb = NULL;
         s->busy = false;
         s->delivered += done;
-        if (s->closed) { /* closed by its own callback: unregistered already */
-            sub_free(s);
+        if (s->closed) { /* unregistered already by br_sub_close; never ready again */
+            if (s->self_closed)
+                sub_free(s); /* else the closer, waiting for busy, frees it */
         } else if (s->len || s->overflowing) {
             make_ready(sb, s);
         }
@@ -230,6 +239,7 @@ static br_err subs_get(struct br_db *db, struct subs **out)
             br_free(sb);
             goto out;
         }
+        br_buf_init(&sb->tbuf, 0);
         pthread_mutex_init(&sb->mu, NULL);
         pthread_cond_init(&sb->cv, NULL);
         db->subs = sb;
@@ -254,6 +264,10 @@ void subs_release(struct br_db *db)
     for (size_t i = 0; i < sb->n; i++) /* subscriptions hold db references: none remain */
         sub_free(sb->all[i]);
     br_free(sb->all);
+    br_buf_fini(&sb->tbuf);
+    br_free(sb->toff);
+    br_free(sb->tv);
+    br_free(sb->hits);
     br_pattern_trie_free(sb->trie);
     pthread_mutex_destroy(&sb->mu);
     pthread_cond_destroy(&sb->cv);
@@ -380,9 +394,10 @@ void br_sub_close(br_sub *s)
     pthread_mutex_lock(&sb->mu);
     unregister(sb, s);
     unready(sb, s);
-    s->closed = true;
-    atomic_store(&s->closing, true);
     bool own_cb = s->busy && pthread_equal(pthread_self(), sb->thread);
+    s->closed = true;
+    s->self_closed = own_cb;
+    atomic_store(&s->closing, true);
     if (!own_cb) {
         while (s->busy)
             pthread_cond_wait(&sb->cv, &sb->mu);
@@ -447,45 +462,41 @@ static bool ring_room(br_sub *s)
     return true;
 }
 
+/* A change's topics, NUL-separated in one buffer; the buffer and arrays belong to the registry
+ * and are reused by every publish (under sb->mu), so steady-state publishing allocates only
+ * the shared event block. */
 struct topics {
+    br_buf *t;
+    size_t *off;
     char **v;
-    size_t n, cap;
-    br_buf t;
+    size_t n, *cap;
     br_err err;
 };
 
 static int collect_topic(void *arg, const struct br_path_value *pv)
 {
     struct topics *tp = arg;
-    br_buf_reset(&tp->t);
-    br_err e = br_path_topic(pv, &tp->t);
-    if (!e && tp->n == tp->cap) {
-        size_t nc = tp->cap ? tp->cap * 2 : 16;
-        char **nv = br_realloc(tp->v, nc * sizeof *nv);
-        if (!nv)
-            e = BR_ENOMEM;
-        else {
+    size_t at = tp->t->len;
+    br_err e = br_path_topic(pv, tp->t);
+    if (!e)
+        e = br_buf_append(tp->t, "", 1);
+    if (!e && tp->n == *tp->cap) {
+        size_t nc = *tp->cap ? *tp->cap * 2 : 32;
+        size_t *no = br_realloc(tp->off, nc * sizeof *no);
+        if (no)
+            tp->off = no;
+        char **nv = no ? br_realloc(tp->v, nc * sizeof *nv) : NULL;
+        if (nv)
             tp->v = nv;
-            tp->cap = nc;
-        }
-    }
-    if (!e) {
-        tp->v[tp->n] = br_strndup((const char *)tp->t.data, tp->t.len);
-        if (!tp->v[tp->n])
+        if (!no || !nv)
             e = BR_ENOMEM;
         else
-            tp->n++;
+            *tp->cap = nc;
     }
+    if (!e)
+        tp->off[tp->n++] = at;
     tp->err = e;
     return e != BR_OK;
-}
-
-static void topics_fini(struct topics *tp)
-{
-    for (size_t i = 0; i < tp->n; i++)
-        br_free(tp->v[i]);
-    br_free(tp->v);
-    br_buf_fini(&tp->t);
 }
 
 static int cstr_cmp(const void *a, const void *b)
@@ -553,23 +564,26 @@ void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
     struct subs *sb = db->subs;
     if (!sb || atomic_load(&db->n_subs) == 0)
         return;
-    struct hits h = {.sb = sb};
     bool woke = false;
     pthread_mutex_lock(&sb->mu);
+    struct hits h = {.sb = sb, .v = sb->hits, .cap = sb->hits_cap};
     for (size_t i = 0; i < n; i++) {
         const struct subs_change *c = &chg[i];
-        struct topics tp = {0};
-        br_buf_init(&tp.t, 0);
+        br_buf_reset(&sb->tbuf);
+        struct topics tp = {.t = &sb->tbuf, .off = sb->toff, .v = sb->tv, .cap = &sb->tcap};
         if (c->body) {
             br_err e = br_paths_foreach(c->body, c->body_len, collect_topic, &tp);
             if (!tp.err && e == BR_ENOMEM)
                 tp.err = e;
         }
+        sb->toff = tp.off;
+        sb->tv = tp.v;
         if (tp.err) {
             br_log(BR_LOG_ERROR, "store", "op=publish db=%s msg=\"out of memory\"", db->name);
-            topics_fini(&tp);
             continue;
         }
+        for (size_t t = 0; t < tp.n; t++) /* the buffer no longer moves */
+            tp.v[t] = (char *)sb->tbuf.data + tp.off[t];
         qsort(tp.v, tp.n, sizeof *tp.v, cstr_cmp);
         sb->stamp++;
         h.n = 0;
@@ -607,10 +621,10 @@ void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
         }
         if (block && atomic_load((atomic_int *)(void *)(block - BLOCK_HDR)) == 0)
             br_free(block - BLOCK_HDR); /* every hit subscription dropped it */
-        topics_fini(&tp);
     }
+    sb->hits = h.v;
+    sb->hits_cap = h.cap;
     if ((woke || sb->ready_head) && sb->waiting)
         pthread_cond_broadcast(&sb->cv);
     pthread_mutex_unlock(&sb->mu);
-    br_free(h.v);
 }

@@ -504,3 +504,29 @@ Test(subs, bulk_batch_notifies_each_change_in_commit_order)
     }
     br_sub_close(s);
 }
+
+/* Unsubscribing from another thread while the delivery thread is in the middle of a batch
+ * with more queued: no callback after close returns, nothing freed twice (ASan). */
+Test(subs, close_during_a_batch_is_safe_and_final)
+{
+    const char *p[] = {"k/#"};
+    for (int round = 0; round < 20; round++) {
+        struct got g;
+        got_init(&g);
+        g.sleep_ms = 1;
+        br_sub *s = sub(p, 1, NULL, &g);
+        for (int i = 0; i < 30; i++) {
+            char id[16];
+            snprintf(id, sizeof id, "r%d-%d", round, i);
+            put(id, "{\"k\":1}", NULL);
+        }
+        usleep((useconds_t)(round % 5) * 1000);
+        br_sub_close(s);
+        pthread_mutex_lock(&g.mu);
+        size_t n = g.n;
+        pthread_mutex_unlock(&g.mu);
+        usleep(5000);
+        cr_assert_eq(g.n, n, "a callback ran after br_sub_close returned");
+    }
+    cr_expect_eq(br_db_sub_count(db), 0);
+}
