@@ -25,6 +25,7 @@ static const struct {
     [BR_ENOCONFLICT] = {"enoconflict", "document has no conflicts"},
     [BR_EBADREV] = {"ebadrev", "invalid revision"},
     [BR_EBADNAME] = {"ebadname", "invalid name"},
+    [BR_EWOULDBLOCK] = {"ewouldblock", "would block"},
 };
 
 const char *br_strerror(br_err e)

@@ -59,6 +59,8 @@
 #include "barrel/store.h"
 #include "barrel/subs.h"
 
+#include "benchutil.h"
+
 #define ID_STRIDE 16 /* "doc-%08zu" is 12 bytes; NUL and padding */
 #define DB_NAME "bench"
 #define N_SITES 50
@@ -66,41 +68,6 @@
 #define SITE_Q 7 /* the site the queries and the changes filter ask for */
 
 /* ---- small utilities (as in store_bench.c) ---- */
-
-static void die(const char *fmt, ...) BR_PRINTF(1, 2);
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("query_bench: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p)
-        die("out of memory (%zu x %zu bytes)", n, size);
-    return p;
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t cpu_ns(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000u +
-           ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
-}
 
 /* CPU time of the calling thread: what a find or a write cost, whatever else the machine ran. */
 static uint64_t thread_cpu_ns(void)
@@ -114,67 +81,6 @@ static void sleep_us(unsigned us)
 {
     struct timespec ts = {.tv_sec = us / 1000000u, .tv_nsec = (long)(us % 1000000u) * 1000};
     nanosleep(&ts, NULL);
-}
-
-static long peak_rss_kb(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss; /* kilobytes on Linux */
-}
-
-/* The 1-minute load average, or -1: figures taken on a busy machine say so. */
-static double loadavg1(void)
-{
-    FILE *f = fopen("/proc/loadavg", "r");
-    double l = -1;
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1)
-            l = -1;
-        fclose(f);
-    }
-    return l;
-}
-
-/* splitmix64: a fixed-seed PRNG, so every run writes the same documents. */
-static uint64_t rnd_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
-static void rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *de;
-            while ((de = readdir(d)) != NULL) {
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                    continue;
-                char sub[PATH_MAX];
-                int k = snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-                if (k > 0 && (size_t)k < sizeof sub)
-                    rm_rf(sub);
-            }
-            closedir(d);
-        }
-        if (rmdir(path) != 0)
-            fprintf(stderr, "query_bench: cannot remove %s: %s\n", path, strerror(errno));
-    } else if (unlink(path) != 0) {
-        fprintf(stderr, "query_bench: cannot remove %s: %s\n", path, strerror(errno));
-    }
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* Latency summary of n samples (sorts them). */
@@ -1026,6 +932,7 @@ static void part_subs(const struct opts *o, const struct corpus *c)
 
 int main(int argc, char **argv)
 {
+    bench_prog = "query_bench";
     struct opts o;
     parse_opts(argc, argv, &o);
     br_log_set_level(BR_LOG_WARN);

@@ -4,7 +4,7 @@
  * The workload is N (default 100,000) sensor documents of about 150 bytes of JSON,
  * {"_id":"doc-%08d","type":"sensor","site":"site-%d","value":<float>,"ts":<int>,"tags":[...]},
  * made from a fixed-seed PRNG so runs are comparable. A write takes the path a user's write
- * takes: JSON text -> br_json_parse -> br_json_doc_parse (canonical CBOR body and id) ->
+ * takes: JSON text -> br_json_doc_parse_text (canonical CBOR body and id) ->
  * br_db_put / br_db_bulk; the same phases are also run with bodies prepared as CBOR beforehand,
  * which is the store's own cost. Phases: bulk insert in batches of 1,000 (sync=none and
  * sync=full); single puts one at a time (sync=none over N docs, sync=full over --fsync-n docs)
@@ -53,6 +53,7 @@
 #include "barrel/log.h"
 #include "barrel/store.h"
 
+#include "benchutil.h"
 #include "store_int.h" /* st->fsyncs: WAL fsyncs made by group commit */
 
 #define ID_STRIDE 16 /* "doc-%08zu" is 12 bytes; NUL and padding */
@@ -61,120 +62,6 @@
 #define DB_NAME "bench"
 
 /* ---- small utilities ---- */
-
-static void die(const char *fmt, ...) BR_PRINTF(1, 2);
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("store_bench: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p)
-        die("out of memory (%zu x %zu bytes)", n, size);
-    return p;
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t cpu_ns(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000u +
-           ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
-}
-
-static long peak_rss_kb(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss; /* kilobytes on Linux */
-}
-
-/* VmHWM from /proc/self/status in kB, or -1. */
-static long vm_hwm_kb(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "VmHWM:", 6) == 0) {
-            kb = strtol(line + 6, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return kb;
-}
-
-/* The 1-minute load average, or -1: figures taken on a busy machine say so. */
-static double loadavg1(void)
-{
-    FILE *f = fopen("/proc/loadavg", "r");
-    double l = -1;
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1)
-            l = -1;
-        fclose(f);
-    }
-    return l;
-}
-
-/* splitmix64: a fixed-seed PRNG, so every run writes the same documents. */
-static uint64_t rnd_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
-static void rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *de;
-            while ((de = readdir(d)) != NULL) {
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                    continue;
-                char sub[PATH_MAX];
-                int k = snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-                if (k > 0 && (size_t)k < sizeof sub)
-                    rm_rf(sub);
-            }
-            closedir(d);
-        }
-        if (rmdir(path) != 0)
-            fprintf(stderr, "store_bench: cannot remove %s: %s\n", path, strerror(errno));
-    } else if (unlink(path) != 0) {
-        fprintf(stderr, "store_bench: cannot remove %s: %s\n", path, strerror(errno));
-    }
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* ---- options ---- */
 
@@ -287,6 +174,16 @@ static const char *doc_id(const struct corpus *c, size_t i)
     return c->ids + i * ID_STRIDE;
 }
 
+/* Document i as a user's write delivers it: its JSON text converted and split. The caller
+ * releases d with br_json_doc_fini. */
+static void doc_from_json(const struct corpus *c, size_t i, struct br_json_doc *d)
+{
+    struct br_errbuf eb = {{0}};
+    if (br_json_doc_parse_text(c->json + c->json_off[i], c->json_off[i + 1] - c->json_off[i], 0,
+                               NULL, d, &eb))
+        die("doc %zu: %s", i, eb.msg);
+}
+
 static void corpus_make(struct corpus *c, size_t n, uint64_t seed)
 {
     uint64_t s = seed;
@@ -329,19 +226,26 @@ static void corpus_make(struct corpus *c, size_t n, uint64_t seed)
     }
     c->json_off[n] = len;
 
-    /* The CBOR bodies, made once through the same JSON path the timed phases use. */
+    /* The CBOR bodies, made once through the jansson tree path (br_json_parse,
+     * br_json_doc_parse); the one-pass converter the timed phases use must give the same
+     * bytes for every document. */
     br_buf all;
     br_buf_init(&all, 0);
     c->cbor_off = xcalloc(n + 1, sizeof *c->cbor_off);
     for (size_t i = 0; i < n; i++) {
         json_t *j;
-        struct br_json_doc d;
+        struct br_json_doc d, fast;
         struct br_errbuf eb = {{0}};
         if (br_json_parse(c->json + c->json_off[i], c->json_off[i + 1] - c->json_off[i], 0, &j,
                           &eb) ||
             br_json_doc_parse(j, NULL, &d, &eb))
             die("corpus doc %zu: %s", i, eb.msg);
         json_decref(j);
+        doc_from_json(c, i, &fast);
+        if (fast.body.len != d.body.len || memcmp(fast.body.data, d.body.data, d.body.len) != 0 ||
+            fast.put.id_len != d.put.id_len || memcmp(fast.id, d.id, d.put.id_len) != 0)
+            die("corpus doc %zu: the one-pass converter disagrees with the tree path", i);
+        br_json_doc_fini(&fast);
         c->cbor_off[i] = all.len;
         if (br_buf_append(&all, d.body.data, d.body.len))
             die("out of memory");
@@ -375,20 +279,6 @@ static void corpus_free(struct corpus *c)
 static size_t corpus_bytes(const struct corpus *c)
 {
     return c->json_off[c->n] + c->cbor_off[c->n] + c->n * (ID_STRIDE + RAW_KEY + RAW_VAL + 20);
-}
-
-/* Document i as a user's write delivers it: parse its JSON text and split it. The caller
- * releases d with br_json_doc_fini. */
-static void doc_from_json(const struct corpus *c, size_t i, struct br_json_doc *d)
-{
-    json_t *j;
-    struct br_errbuf eb = {{0}};
-    if (br_json_parse(c->json + c->json_off[i], c->json_off[i + 1] - c->json_off[i], 0, &j, &eb))
-        die("parse doc %zu: %s", i, eb.msg);
-    br_err e = br_json_doc_parse(j, NULL, d, &eb);
-    json_decref(j);
-    if (e)
-        die("split doc %zu: %s", i, eb.msg);
 }
 
 /* Document i with its body prepared as CBOR beforehand. */
@@ -1139,6 +1029,7 @@ static void report(const struct opts *o, const struct corpus *c)
 
 int main(int argc, char **argv)
 {
+    bench_prog = "store_bench";
     struct opts o;
     parse_opts(argc, argv, &o);
     br_log_set_level(BR_LOG_WARN);

@@ -1,5 +1,5 @@
 /* api.c — helpers shared by the API handlers, and the server-level routes (/, /_all_dbs,
- * /_node). */
+ * /_node, /_metrics). */
 #include "api.h"
 
 #include <stdio.h>
@@ -7,6 +7,8 @@
 
 #include "barrel/couch.h"
 #include "barrel/json.h"
+
+#include "replications.h"
 
 void api_json(br_http_ex *x, int status, json_t *v)
 {
@@ -170,7 +172,41 @@ void api_node(struct br_api *api, br_http_ex *x)
     uint64_t now = br_env_mono_ns(br_store_env(api->store));
     struct br_hlc h = br_hlc_peek(br_store_clock(api->store));
     api_json(x, 200,
-             json_pack("{s:s,s:s,s:s,s:o,s:I}", "name", "barrel", "node_id", "unassigned",
-                       "version", BARREL_VERSION, "hlc", api_hlc_json(h), "uptime",
-                       (json_int_t)((now - api->start_mono_ns) / 1000000000u)));
+             json_pack("{s:s,s:s,s:s,s:o,s:I,s:I}", "name", "barrel", "node_id",
+                       api->node_id ? api->node_id : "unassigned", "version", BARREL_VERSION, "hlc",
+                       api_hlc_json(h), "uptime",
+                       (json_int_t)((now - api->start_mono_ns) / 1000000000u), "links",
+                       (json_int_t)(api->links ? api->links(api->gauges_arg) : 0)));
+}
+
+void api_metrics(struct br_api *api, br_http_ex *x)
+{
+    struct br_metrics_gauges g = {0};
+    if (api->gauges)
+        api->gauges(api->gauges_arg, &g);
+    g.uptime_s = (br_env_mono_ns(br_store_env(api->store)) - api->start_mono_ns) / 1000000000u;
+    br_buf_reset(&x->resp.body);
+    br_err e = br_metrics_render(api->metrics, &g, api->store, &x->resp.body);
+    if (e) {
+        api_fail(x, e, NULL);
+        return;
+    }
+    x->resp.status = 200;
+    x->resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+void api_replicate(struct br_api *api, br_http_ex *x)
+{
+    json_t *body = api_body(x, false);
+    if (!body)
+        return;
+    json_t *out = NULL;
+    int st = br_repmgr_replicate(api->reps, body, &out);
+    json_decref(body);
+    api_json(x, st, out);
+}
+
+void api_active_tasks(struct br_api *api, br_http_ex *x)
+{
+    api_json(x, 200, br_repmgr_tasks(api->reps));
 }

@@ -1,5 +1,5 @@
 /* api_db.c — database routes: create, delete, info, POST a new document, _bulk_docs,
- * _revs_diff, _changes (feed=normal), _find (Mango) and _all_docs. */
+ * _revs_diff, _find (Mango) and _all_docs (_changes is in changes.c). */
 #include <stdio.h>
 #include <string.h>
 
@@ -77,14 +77,17 @@ void api_db_info(struct br_api *api, br_http_ex *x)
         api_fail(x, e, NULL);
         return;
     }
+    char digest[2 * sizeof in.digest.set_hash + 1];
+    for (size_t i = 0; i < sizeof in.digest.set_hash; i++)
+        snprintf(digest + 2 * i, 3, "%02x", in.digest.set_hash[i]);
     api_json(x, 200,
-             json_pack("{s:s,s:I,s:I,s:o,s:I,s:i,s:{s:I,s:I,s:I},s:b,s:s,s:i,s:{}}", "db_name",
+             json_pack("{s:s,s:I,s:I,s:o,s:I,s:i,s:{s:I,s:I,s:I},s:b,s:s,s:i,s:{},s:s}", "db_name",
                        x->req.segs.seg[0], "doc_count", (json_int_t)in.doc_count, "doc_del_count",
                        (json_int_t)in.doc_del_count, "update_seq", api_hlc_json(in.digest.last),
                        "update_count", (json_int_t)in.update_seq, "purge_seq", 0, "sizes", "file",
                        (json_int_t)in.size_file, "active", (json_int_t)in.size_active, "external",
                        (json_int_t)in.size_external, "compact_running", 0, "instance_start_time",
-                       "0", "disk_format_version", 8, "props"));
+                       "0", "disk_format_version", 8, "props", "digest", digest));
 }
 
 void api_write_doc(br_http_ex *x, br_db *db, struct br_json_doc *d, bool new_edits)
@@ -96,6 +99,7 @@ void api_write_doc(br_http_ex *x, br_db *db, struct br_json_doc *d, bool new_edi
         api_fail(x, e, res.reason);
         return;
     }
+    x->docs_written++;
     api_etag(x, &res.rev);
     char loc[BR_DB_NAME_MAX + BR_DOCID_MAX + 4];
     snprintf(loc, sizeof loc, "/%s/%s", br_db_name(db), res.id);
@@ -217,6 +221,7 @@ void api_bulk_docs(struct br_api *api, br_http_ex *x)
     }
     for (size_t i = 0; i < n; i++) {
         const struct br_put_result *r = slot[i] == SIZE_MAX ? &res[i] : &pres[slot[i]];
+        x->docs_written += r->err == BR_OK;
         if (!new_edits && r->err == BR_OK)
             continue; /* CouchDB lists only failures for replicated writes */
         json_array_append_new(out, result_json(slot[i] == SIZE_MAX ? res[i].id : NULL, r));
@@ -326,120 +331,6 @@ done:
     br_free(in);
     br_free(revs);
     json_decref(j);
-    br_db_close(db);
-}
-
-/* ---- _changes ---- */
-
-struct changes_ctx {
-    br_db *db;
-    json_t *results;
-    bool include_docs;
-    br_err err;
-};
-
-static int on_change(void *arg, const struct br_change *ch)
-{
-    struct changes_ctx *c = arg;
-    json_t *revs = json_array();
-    for (size_t i = 0; revs && i < ch->n_leaves; i++)
-        json_array_append_new(revs, json_pack("{s:o}", "rev", api_rev_json(&ch->leaves[i])));
-    json_t *r = json_pack("{s:o,s:s%,s:o}", "seq", api_hlc_json(ch->seq), "id", ch->id, ch->id_len,
-                          "changes", revs);
-    if (!r) {
-        c->err = BR_ENOMEM;
-        return 1;
-    }
-    if (ch->deleted)
-        json_object_set_new(r, "deleted", json_true());
-    if (c->include_docs) {
-        struct br_get_opts go = {.rev = &ch->rev, .include_deleted = true};
-        struct br_doc *d = NULL;
-        json_t *dj = NULL;
-        br_err e = br_db_get(c->db, ch->id, ch->id_len, &go, &d, NULL);
-        if (!e)
-            e = br_json_doc_render(d, &dj, NULL);
-        br_doc_free(d);
-        if (e == BR_ENOTFOUND) {
-            dj = json_null();
-        } else if (e) {
-            json_decref(r);
-            c->err = e;
-            return 1;
-        }
-        json_object_set_new(r, "doc", dj);
-    }
-    json_array_append_new(c->results, r);
-    return 0;
-}
-
-void api_changes(struct br_api *api, br_http_ex *x)
-{
-    br_db *db = NULL;
-    if (!api_open_db(api, x, &db))
-        return;
-    struct br_errbuf eb = {{0}};
-    struct br_changes_opts o = {0};
-    struct changes_ctx c = {.db = db};
-    uint64_t limit;
-    bool desc;
-    const char *feed = br_http_arg(&x->req.args, "feed");
-    const char *style = br_http_arg(&x->req.args, "style");
-    const char *since = br_http_arg(&x->req.args, "since");
-    if (br_http_arg_u64(&x->req.args, "limit", 0, &limit, &eb) ||
-        br_http_arg_bool(&x->req.args, "descending", false, &desc, &eb) ||
-        br_http_arg_bool(&x->req.args, "include_docs", false, &c.include_docs, &eb)) {
-        br_http_resp_error(&x->resp, 400, "bad_request", eb.msg);
-        goto done;
-    }
-    if (feed && strcmp(feed, "normal") != 0) {
-        br_http_resp_error(&x->resp, 400, "bad_request",
-                           "Supported `feed` types: normal (longpoll, continuous and "
-                           "eventsource are not served yet)");
-        goto done;
-    }
-    if (style && strcmp(style, "all_docs") != 0 && strcmp(style, "main_only") != 0) {
-        br_http_resp_error(&x->resp, 400, "bad_request",
-                           "Supported `style` values: main_only, all_docs");
-        goto done;
-    }
-    o.all_docs = style && strcmp(style, "all_docs") == 0;
-    o.limit = (size_t)limit;
-    o.descending = desc;
-    o.since = BR_HLC_MIN;
-    if (since && strcmp(since, "0") != 0 && strcmp(since, "") != 0) {
-        if (strcmp(since, "now") == 0) {
-            struct br_db_digest dg;
-            br_err e = br_db_digest(db, &dg);
-            if (e) {
-                api_fail(x, e, NULL);
-                goto done;
-            }
-            o.since = dg.last;
-        } else if (br_hlc_parse(since, strlen(since), &o.since) != BR_OK) {
-            br_http_resp_error(&x->resp, 400, "bad_request",
-                               "Malformed `since`: expected 0, now or a seq from this node");
-            goto done;
-        }
-    }
-    c.results = json_array();
-    if (!c.results) {
-        api_fail(x, BR_ENOMEM, NULL);
-        goto done;
-    }
-    struct br_hlc last;
-    br_err e = br_db_changes(db, &o, on_change, &c, &last);
-    if (!e)
-        e = c.err;
-    if (e) {
-        json_decref(c.results);
-        api_fail(x, e, NULL);
-        goto done;
-    }
-    api_json(x, 200,
-             json_pack("{s:o,s:o,s:i}", "results", c.results, "last_seq", api_hlc_json(last),
-                       "pending", 0));
-done:
     br_db_close(db);
 }
 

@@ -18,11 +18,13 @@ static void doc_id(const br_http_ex *x, char *out, size_t cap)
         snprintf(out, cap, "%s", p->seg[1]);
 }
 
-static void render_doc(br_http_ex *x, const struct br_doc *d)
+static void render_doc(br_http_ex *x, br_db *db, const struct br_doc *d, bool inline_atts)
 {
     json_t *j = NULL;
     struct br_errbuf eb = {{0}};
     br_err e = br_json_doc_render(d, &j, &eb);
+    if (!e && inline_atts && (e = api_att_inline(db, d, j)))
+        json_decref(j);
     if (e) {
         api_fail(x, e, eb.msg);
         return;
@@ -31,9 +33,10 @@ static void render_doc(br_http_ex *x, const struct br_doc *d)
     api_json(x, 200, j);
 }
 
-/* open_revs=all | open_revs=["1-a","2-b"]: [{"ok": doc} | {"missing": rev}, ...] */
+/* open_revs=all | open_revs=["1-a","2-b"]: [{"ok": doc} | {"missing": rev}, ...], or the same
+ * as multipart/mixed when the client asks for it (api_mixed.c; the stream then owns db). */
 static void get_open_revs(br_http_ex *x, br_db *db, const char *id, const char *spec,
-                          bool with_revs)
+                          const struct api_open_revs_opts *o)
 {
     struct br_rev *revs = NULL;
     size_t n = 0;
@@ -64,32 +67,71 @@ static void get_open_revs(br_http_ex *x, br_db *db, const char *id, const char *
         }
         json_decref(arr);
     }
-    struct br_open_rev *out = NULL;
-    size_t n_out = 0;
-    br_err e = br_db_get_open_revs(db, id, strlen(id), revs, n, with_revs, &out, &n_out);
+    json_t *res = NULL;
+    bool mixed = api_wants_mixed(x); /* attachments follow as parts, not inline */
+    struct api_open_revs_opts oj = *o;
+    if (mixed)
+        oj.attachments = false;
+    br_err e = api_open_revs_json(db, id, n ? revs : NULL, n, &oj, &res);
     br_free(revs);
     if (e) {
         api_fail(x, e, e == BR_ENOTFOUND ? "missing" : NULL);
         return;
     }
-    json_t *res = json_array();
-    for (size_t i = 0; res && i < n_out; i++) {
-        json_t *item;
-        if (out[i].missing || !out[i].doc) {
-            item = json_pack("{s:o}", "missing", api_rev_json(&out[i].rev));
-        } else {
-            json_t *dj = NULL;
-            if (br_json_doc_render(out[i].doc, &dj, NULL) != BR_OK) {
-                json_decref(res);
-                res = NULL;
-                break;
-            }
-            item = json_pack("{s:o}", "ok", dj);
-        }
-        json_array_append_new(res, item);
+    if (mixed)
+        api_open_revs_mixed(x, db, id, res, o->attachments);
+    else
+        api_json(x, 200, res);
+}
+
+/* GET /{db}/{docid} on an open db. With cache_only, false (x untouched) when the answer needs
+ * the disk, or an open_revs or attachments=true read (those read more than the record). */
+static bool doc_get(br_http_ex *x, br_db *db, bool cache_only, bool *gone)
+{
+    char id[BR_DOCID_MAX + 16];
+    doc_id(x, id, sizeof id);
+    struct br_errbuf eb = {{0}};
+    struct br_get_opts go = {.cache_only = cache_only};
+    struct br_rev rev;
+    const struct br_http_args *a = &x->req.args;
+    bool inline_atts, enc_info, latest;
+    if (br_http_arg_bool(a, "attachments", false, &inline_atts, &eb) ||
+        br_http_arg_bool(a, "latest", false, &latest, &eb) ||
+        br_http_arg_bool(a, "att_encoding_info", false, &enc_info, &eb) ||
+        br_http_arg_bool(a, "revs", false, &go.revs, &eb) ||
+        br_http_arg_bool(a, "conflicts", false, &go.conflicts, &eb) ||
+        br_http_arg_bool(a, "deleted_conflicts", false, &go.deleted_conflicts, &eb)) {
+        br_http_resp_error(&x->resp, 400, "bad_request", eb.msg);
+        return true;
     }
-    br_open_revs_free(out, n_out);
-    api_json(x, 200, res);
+    const char *open_revs = br_http_arg(a, "open_revs");
+    if (cache_only && (open_revs || inline_atts))
+        return false;
+    if (open_revs) {
+        struct api_open_revs_opts oo = {go.revs, latest, inline_atts};
+        get_open_revs(x, db, id, open_revs, &oo);
+        return true;
+    }
+    const char *r = br_http_arg(a, "rev");
+    if (r) {
+        if (!api_parse_rev(x, r, &rev))
+            return true;
+        go.rev = &rev;
+    }
+    struct br_doc *d = NULL;
+    br_err e = br_db_get(db, id, strlen(id), &go, &d, &eb);
+    if (cache_only && (e == BR_EWOULDBLOCK || e == BR_ECLOSED)) {
+        *gone = e == BR_ECLOSED;
+        return false;
+    }
+    if (e) {
+        api_fail(x, e, e == BR_ENOTFOUND && !eb.msg[0] ? "missing" : eb.msg);
+        return true;
+    }
+    render_doc(x, db, d, inline_atts); /* att_encoding_info: nothing is stored encoded */
+    x->docs_read++;
+    br_doc_free(d);
+    return true;
 }
 
 void api_doc_get(struct br_api *api, br_http_ex *x)
@@ -97,39 +139,16 @@ void api_doc_get(struct br_api *api, br_http_ex *x)
     br_db *db = NULL;
     if (!api_open_db(api, x, &db))
         return;
-    char id[BR_DOCID_MAX + 16];
-    doc_id(x, id, sizeof id);
-    struct br_errbuf eb = {{0}};
-    struct br_get_opts go = {0};
-    struct br_rev rev;
-    const struct br_http_args *a = &x->req.args;
-    if (br_http_arg_bool(a, "revs", false, &go.revs, &eb) ||
-        br_http_arg_bool(a, "conflicts", false, &go.conflicts, &eb) ||
-        br_http_arg_bool(a, "deleted_conflicts", false, &go.deleted_conflicts, &eb)) {
-        br_http_resp_error(&x->resp, 400, "bad_request", eb.msg);
-        goto done;
-    }
-    const char *open_revs = br_http_arg(a, "open_revs");
-    if (open_revs) {
-        get_open_revs(x, db, id, open_revs, go.revs);
-        goto done;
-    }
-    const char *r = br_http_arg(a, "rev");
-    if (r) {
-        if (!api_parse_rev(x, r, &rev))
-            goto done;
-        go.rev = &rev;
-    }
-    struct br_doc *d = NULL;
-    br_err e = br_db_get(db, id, strlen(id), &go, &d, &eb);
-    if (e) {
-        api_fail(x, e, e == BR_ENOTFOUND && !eb.msg[0] ? "missing" : eb.msg);
-        goto done;
-    }
-    render_doc(x, d);
-    br_doc_free(d);
-done:
-    br_db_close(db);
+    bool gone;
+    (void)doc_get(x, db, false, &gone);
+    if (api_cont_of(x) != API_CONT_ATT) /* a multipart/mixed stream keeps db */
+        br_db_close(db);
+}
+
+bool api_doc_get_cached(br_db *db, br_http_ex *x, bool *gone)
+{
+    *gone = false;
+    return doc_get(x, db, true, gone);
 }
 
 void api_doc_put(struct br_api *api, br_http_ex *x)
@@ -281,8 +300,12 @@ void api_local_put(struct br_api *api, br_http_ex *x)
     br_err e = br_json_to_cbor(j, &body, &eb);
     struct br_rev nr;
     if (!e)
+        /* _local docs are replication checkpoints: written to the WAL but not fsync'd. A power
+         * cut can only take the last one back, and the replicator then re-sends one batch that
+         * revsdiff filters out; an fsync per batch cost PouchDB's push about a tenth of its
+         * rate (bench/pouch_bench.sh). A process crash loses nothing (the WAL is written). */
         e = br_db_local_put(db, id, strlen(id), has_rev ? &rev : NULL, body.data, body.len,
-                            &BR_WRITE_DEFAULT, &nr);
+                            &(struct br_write_opts){BR_SYNC_NONE, true}, &nr);
     if (e) {
         api_fail(x, e, eb.msg);
         goto done;

@@ -1,5 +1,7 @@
 /* cli.c — the `barrel` subcommands that open a data directory: databases, documents, changes,
  * revsdiff and bulk writes. JSON in and out at this edge; the store speaks CBOR. */
+#include "barrel/cli.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -10,14 +12,18 @@
 #include <jansson.h>
 
 #include "barrel/alloc.h"
-#include "barrel/cli.h"
 #include "barrel/couch.h"
 #include "barrel/find.h"
+#include "barrel/identity.h"
 #include "barrel/json.h"
 #include "barrel/log.h"
+#include "barrel/meshkey.h"
 #include "barrel/query.h"
 #include "barrel/serve.h"
 #include "barrel/store.h"
+
+#include "auth.h"
+#include "cli_remote.h"
 
 #define DEFAULT_DATA "./barrel-data"
 #define STDIN_MAX ((size_t)BR_DEFAULT_MAX_DOC_BYTES + (1u << 20))
@@ -26,7 +32,7 @@ struct cli {
     FILE *in, *out, *err;
     const char *data;
     br_store *store;
-    int argc;    /* remaining arguments after the subcommand */
+    int argc; /* remaining arguments after the subcommand */
     char **argv;
 };
 
@@ -67,24 +73,45 @@ static br_err open_store(struct cli *c, struct br_errbuf *eb)
     return br_store_open(&o, &c->store, eb);
 }
 
+/* Standard input, whole, into b (initialised here; the caller finis it). */
+static br_err read_stdin(struct cli *c, br_buf *b, struct br_errbuf *eb)
+{
+    br_buf_init(b, STDIN_MAX);
+    char chunk[65536];
+    size_t n;
+    br_err e = BR_OK;
+    while (!e && (n = fread(chunk, 1, sizeof chunk, c->in)) > 0)
+        e = br_buf_append(b, chunk, n);
+    if (!e && ferror(c->in))
+        e = br_fail(eb, BR_EIO, "cannot read standard input");
+    if (e == BR_ETOOBIG)
+        br_errbuf_set(eb, "input larger than %zu bytes", STDIN_MAX);
+    return e;
+}
+
 /* Read a JSON argument: the text itself, or "-" / nothing for standard input. */
 static br_err read_json(struct cli *c, const char *arg, json_t **out, struct br_errbuf *eb)
 {
     if (arg && strcmp(arg, "-") != 0)
         return br_json_parse(arg, strlen(arg), STDIN_MAX, out, eb);
     br_buf b;
-    br_buf_init(&b, STDIN_MAX);
-    char chunk[65536];
-    size_t n;
-    br_err e = BR_OK;
-    while (!e && (n = fread(chunk, 1, sizeof chunk, c->in)) > 0)
-        e = br_buf_append(&b, chunk, n);
-    if (!e && ferror(c->in))
-        e = br_fail(eb, BR_EIO, "cannot read standard input");
-    if (e == BR_ETOOBIG)
-        br_errbuf_set(eb, "input larger than %zu bytes", STDIN_MAX);
+    br_err e = read_stdin(c, &b, eb);
     if (!e)
         e = br_json_parse((const char *)b.data, b.len, STDIN_MAX, out, eb);
+    br_buf_fini(&b);
+    return e;
+}
+
+/* Read a JSON document argument (as read_json does) straight into *d, with id_from_url. */
+static br_err read_doc(struct cli *c, const char *arg, const char *id_from_url,
+                       struct br_json_doc *d, struct br_errbuf *eb)
+{
+    if (arg && strcmp(arg, "-") != 0)
+        return br_json_doc_parse_text(arg, strlen(arg), STDIN_MAX, id_from_url, d, eb);
+    br_buf b;
+    br_err e = read_stdin(c, &b, eb);
+    if (!e)
+        e = br_json_doc_parse_text((const char *)b.data, b.len, STDIN_MAX, id_from_url, d, eb);
     br_buf_fini(&b);
     return e;
 }
@@ -235,17 +262,16 @@ static int cmd_db(struct cli *c)
         char hash[33];
         for (int i = 0; i < 16; i++)
             snprintf(hash + 2 * i, 3, "%02x", in.digest.set_hash[i]);
-        return emit(c, json_pack("{s:s,s:I,s:I,s:o,s:I,s:I,s:{s:I,s:I,s:I},s:{s:o,s:I,s:s},s:o}",
-                                 "db_name", name, "doc_count", (json_int_t)in.doc_count,
-                                 "doc_del_count", (json_int_t)in.doc_del_count, "update_seq",
-                                 hlc_json(in.digest.last), "update_count",
-                                 (json_int_t)in.update_seq, "revs_limit",
-                                 (json_int_t)in.revs_limit, "sizes", "file",
-                                 (json_int_t)in.size_file, "active", (json_int_t)in.size_active,
-                                 "external", (json_int_t)in.size_external, "digest", "last",
-                                 hlc_json(in.digest.last), "doc_count",
-                                 (json_int_t)in.digest.doc_count, "set_hash", hash, "index",
-                                 index));
+        return emit(c,
+                    json_pack("{s:s,s:I,s:I,s:o,s:I,s:I,s:{s:I,s:I,s:I},s:{s:o,s:I,s:s},s:o}",
+                              "db_name", name, "doc_count", (json_int_t)in.doc_count,
+                              "doc_del_count", (json_int_t)in.doc_del_count, "update_seq",
+                              hlc_json(in.digest.last), "update_count", (json_int_t)in.update_seq,
+                              "revs_limit", (json_int_t)in.revs_limit, "sizes", "file",
+                              (json_int_t)in.size_file, "active", (json_int_t)in.size_active,
+                              "external", (json_int_t)in.size_external, "digest", "last",
+                              hlc_json(in.digest.last), "doc_count",
+                              (json_int_t)in.digest.doc_count, "set_hash", hash, "index", index));
     }
     return fail_usage(c, "barrel db create|delete|list|info [NAME]");
 }
@@ -257,17 +283,8 @@ static int cmd_put(struct cli *c)
     if (c->argc < 2 || c->argc > 3)
         return fail_usage(c, "barrel put DB ID [JSON|-]");
     struct br_errbuf eb = {{0}};
-    json_t *j = NULL;
-    br_err e = read_json(c, c->argc == 3 ? c->argv[2] : NULL, &j, &eb);
-    if (e)
-        return fail_err(c, e, eb.msg);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return fail_err(c, BR_EINVAL, "Document must be a JSON object");
-    }
     struct br_json_doc d;
-    e = br_json_doc_parse(j, c->argv[1], &d, &eb);
-    json_decref(j);
+    br_err e = read_doc(c, c->argc == 3 ? c->argv[2] : NULL, c->argv[1], &d, &eb);
     if (e)
         return fail_err(c, e, eb.msg);
     br_db *db = NULL;
@@ -391,8 +408,8 @@ static br_err parse_since(br_db *db, const char *v, struct br_hlc *out)
     return br_hlc_parse(v, strlen(v), out);
 }
 
-#define CHANGES_USAGE                                                                           \
-    "barrel changes DB [--since S] [--limit N] [--all-docs] [--descending] [--path P]... "       \
+#define CHANGES_USAGE                                                                              \
+    "barrel changes DB [--since S] [--limit N] [--all-docs] [--descending] [--path P]... "         \
     "[--query JSON]"
 
 static int cmd_changes(struct cli *c)
@@ -690,7 +707,7 @@ static int cmd_bulk(struct cli *c)
     struct br_put *puts = br_calloc(n ? n : 1, sizeof *puts);
     struct br_put_result *res = br_calloc(n ? n : 1, sizeof *res);
     br_err *perr = br_calloc(n ? n : 1, sizeof *perr);
-    char (*preason)[BR_ERRBUF_SIZE] = br_calloc(n ? n : 1, BR_ERRBUF_SIZE);
+    char(*preason)[BR_ERRBUF_SIZE] = br_calloc(n ? n : 1, BR_ERRBUF_SIZE);
     br_db *db = NULL;
     int rc = 0;
     size_t parsed = 0;
@@ -730,19 +747,18 @@ static int cmd_bulk(struct cli *c)
         json_t *dj = json_array_get(docs, i);
         const char *id = json_string_value(json_object_get(dj, "_id"));
         if (perr[i]) {
-            json_array_append_new(a, json_pack("{s:s?,s:s,s:s}", "id", id, "error",
-                                               br_couch_error(perr[i]).error, "reason",
-                                               preason[i]));
+            json_array_append_new(a,
+                                  json_pack("{s:s?,s:s,s:s}", "id", id, "error",
+                                            br_couch_error(perr[i]).error, "reason", preason[i]));
             continue;
         }
         struct br_put_result *r = &mres[k++];
         if (r->err)
             json_array_append_new(a, json_pack("{s:s,s:s,s:s}", "id", r->id, "error",
-                                               br_couch_error(r->err).error, "reason",
-                                               r->reason));
+                                               br_couch_error(r->err).error, "reason", r->reason));
         else
-            json_array_append_new(a, json_pack("{s:b,s:s,s:o}", "ok", 1, "id", r->id, "rev",
-                                               rev_json(&r->rev)));
+            json_array_append_new(
+                a, json_pack("{s:b,s:s,s:o}", "ok", 1, "id", r->id, "rev", rev_json(&r->rev)));
     }
     br_free(mres);
     rc = emit(c, a);
@@ -842,8 +858,8 @@ static int cmd_check(struct cli *c)
     if (e)
         return fail_err(c, e, NULL);
     int rc = emit(c, json_pack("{s:b,s:I,s:I,s:I}", "ok", chk.problems == 0, "docs",
-                               (json_int_t)chk.docs, "changes", (json_int_t)chk.changes,
-                               "problems", (json_int_t)chk.problems));
+                               (json_int_t)chk.docs, "changes", (json_int_t)chk.changes, "problems",
+                               (json_int_t)chk.problems));
     if (chk.problems) {
         fprintf(c->err, "barrel: inconsistent: %s\n", chk.first);
         return 1;
@@ -851,37 +867,154 @@ static int cmd_check(struct cli *c)
     return rc;
 }
 
-/* barrel serve [--port N] [--bind ADDR] [--max-body BYTES] [--request-timeout S] */
+/* barrel serve [--config FILE] [--port N] [--bind ADDR] [--max-body BYTES]
+ * [--max-attachment BYTES]
+ * [--request-timeout S] [--peer ws://HOST:PORT]... [--peer-db DB]... [--mesh-key FILE]
+ * [--allow NODE_ID]... */
 static int cmd_serve(struct cli *c)
 {
     static const char usage[] =
-        "barrel serve [--port N] [--bind ADDR] [--max-body BYTES] [--request-timeout S]";
-    struct br_serve_opts o = {.data = c->data, .port = BR_SERVE_DEFAULT_PORT};
+        "barrel serve [--config FILE] [--port N] [--bind ADDR] "
+        "[--max-body BYTES] [--max-attachment BYTES] [--request-timeout S] [--idle-flush S] "
+        "[--cache-mb N] "
+        "[--peer ws://HOST:PORT]... [--peer-db DB]... [--mesh-key FILE] [--allow NODE_ID]...";
+    struct br_serve_opts o = {.data = c->data, .port = -1, .idle_flush_s = -1};
+    size_t cap = (size_t)c->argc + 1;
+    const char **peers = br_calloc(cap, sizeof *peers), **dbs = br_calloc(cap, sizeof *dbs),
+               **allow = br_calloc(cap, sizeof *allow);
+    int rc = 1;
+    if (!peers || !dbs || !allow) {
+        rc = fail_err(c, BR_ENOMEM, "out of memory");
+        goto done;
+    }
+    o.peers = peers;
+    o.peer_dbs = dbs;
+    o.allow = allow;
     for (int i = 0; i < c->argc; i++) {
         const char *a = c->argv[i];
+        if (strcmp(a, "--no-fast-get") == 0) { /* every document GET on a worker (tests) */
+            o.no_fast_get = true;
+            continue;
+        }
         const char *v = opt_value(c, &i);
         char *end = NULL;
         unsigned long long n = 0;
-        if (!v)
-            return fail_usage(c, usage);
+        if (!v) {
+            rc = fail_usage(c, usage);
+            goto done;
+        }
         if (strcmp(a, "--bind") == 0) {
             o.bind = v;
             continue;
         }
+        if (strcmp(a, "--peer") == 0) {
+            peers[o.n_peers++] = v;
+            continue;
+        }
+        if (strcmp(a, "--peer-db") == 0) {
+            dbs[o.n_peer_dbs++] = v;
+            continue;
+        }
+        if (strcmp(a, "--allow") == 0) {
+            allow[o.n_allow++] = v;
+            continue;
+        }
+        if (strcmp(a, "--mesh-key") == 0) {
+            o.mesh_key = v;
+            continue;
+        }
+        if (strcmp(a, "--config") == 0) {
+            o.config = v;
+            continue;
+        }
         errno = 0;
         n = strtoull(v, &end, 10);
-        if (*v == '-' || !*v || *end || errno)
-            return fail_usage(c, usage);
-        if (strcmp(a, "--port") == 0 && n <= 65535)
+        if (*v == '-' || !*v || *end || errno) {
+            rc = fail_usage(c, usage);
+            goto done;
+        }
+        if (strcmp(a, "--port") == 0 && n <= 65535) {
             o.port = (int)n;
-        else if (strcmp(a, "--max-body") == 0 && n > 0)
+        } else if (strcmp(a, "--max-body") == 0 && n > 0) {
             o.max_body = (size_t)n;
-        else if (strcmp(a, "--request-timeout") == 0 && n > 0 && n <= 3600)
+        } else if (strcmp(a, "--max-attachment") == 0 && n > 0) {
+            o.max_attachment = (uint64_t)n;
+        } else if (strcmp(a, "--request-timeout") == 0 && n > 0 && n <= 3600) {
             o.request_timeout_s = (unsigned)n;
-        else
-            return fail_usage(c, usage);
+        } else if (strcmp(a, "--idle-flush") == 0 && n <= 86400) {
+            o.idle_flush_s = (int)n;
+        } else if (strcmp(a, "--cache-mb") == 0 && n > 0 && n <= 65536) {
+            o.cache_bytes = (size_t)n << 20;
+        } else {
+            rc = fail_usage(c, usage);
+            goto done;
+        }
     }
-    return br_serve_run(&o, c->out, c->err);
+    rc = br_serve_run(&o, c->out, c->err);
+done:
+    br_free(peers);
+    br_free(dbs);
+    br_free(allow);
+    return rc;
+}
+
+/* barrel passwd: read a password (first line of stdin) and print its hash for the config. */
+static int cmd_passwd(struct cli *c)
+{
+    if (c->argc != 0)
+        return fail_usage(c, "barrel passwd < password");
+    char pw[1024];
+    if (!fgets(pw, sizeof pw, c->in))
+        return fail_err(c, BR_EINVAL, "no password on standard input");
+    size_t n = strcspn(pw, "\r\n");
+    if (n == 0)
+        return fail_err(c, BR_EINVAL, "the password is empty");
+    char h[BR_AUTH_HASH_MAX];
+    br_err e = br_auth_hash_password(pw, n, h);
+    memset(pw, 0, sizeof pw);
+    if (e)
+        return fail_err(c, e, "cannot hash the password");
+    fprintf(c->out, "%s\n", h);
+    return 0;
+}
+
+/* barrel id: the node id of the data dir's identity, created on first use. Plain text. */
+static int cmd_id(struct cli *c)
+{
+    if (c->argc != 0)
+        return fail_usage(c, "barrel [--data DIR] id");
+    br_identity *id = NULL;
+    int created = 0;
+    struct br_errbuf eb = {{0}};
+    br_err e = br_identity_open(c->data, NULL, &id, &created, &eb);
+    if (e)
+        return fail_err(c, e, eb.msg);
+    char text[BR_NODE_ID_TEXT_LEN + 1];
+    br_nodeid_format(br_identity_node_id(id), text);
+    br_identity_free(id);
+    if (created)
+        fprintf(c->err, "barrel: created a new identity in %s/%s\n", c->data, BR_IDENTITY_FILE);
+    fprintf(c->out, "%s\n", text);
+    return 0;
+}
+
+/* barrel mesh-key new FILE: a fresh mesh key file (0600); prints its fingerprint. */
+static int cmd_mesh_key(struct cli *c)
+{
+    if (c->argc != 2 || strcmp(c->argv[0], "new") != 0)
+        return fail_usage(c, "barrel mesh-key new FILE");
+    struct br_errbuf eb = {{0}};
+    br_meshkey *k = NULL;
+    br_err e = br_meshkey_new_file(c->argv[1], NULL, &eb);
+    if (!e)
+        e = br_meshkey_load(c->argv[1], &k, &eb);
+    if (e)
+        return fail_err(c, e, eb.msg);
+    char fp[BR_MESHKEY_FINGERPRINT_LEN + 1];
+    br_meshkey_fingerprint(k, fp);
+    br_meshkey_free(k);
+    fprintf(c->out, "%s\n", fp);
+    return 0;
 }
 
 static int cmd_help(struct cli *c)
@@ -889,10 +1022,16 @@ static int cmd_help(struct cli *c)
     fprintf(c->out,
             "barrel — a peer-to-peer document database node\n"
             "\n"
-            "usage: barrel [--data DIR] [--log-level LEVEL] COMMAND ...\n"
+            "usage: barrel [--data DIR | --url URL [--user NAME]] [--log-level LEVEL] COMMAND ...\n"
             "\n"
-            "  serve [--port N] [--bind ADDR] [--max-body BYTES] [--request-timeout S]\n"
-            "                                run a node: the HTTP API on 127.0.0.1:7070\n"
+            "  serve [--config FILE] [--port N] [--bind ADDR] [--max-body BYTES]\n"
+            "        [--request-timeout S]   run a node: the HTTP API on 127.0.0.1:7070\n"
+            "        [--peer ws://HOST:PORT]... [--peer-db DB]... [--mesh-key FILE]\n"
+            "        [--allow NODE_ID]...    links (WS /_p2p): keep DBs in sync with peers\n"
+            "        [--idle-flush S]        flush memtables after S s without writes (5; 0 off)\n"
+            "        [--cache-mb N]          RocksDB block cache (32)\n"
+            "        [--max-attachment BYTES] attachment uploads, streamed (4 GiB)\n"
+            "  passwd < PASSWORD             print a password hash for the config's admin\n"
             "  db create NAME | db delete NAME | db list | db info NAME\n"
             "  db index NAME [--all|--none|PATTERN...]  which paths find can look up\n"
             "  put DB ID [JSON|-]            write a document (JSON argument or stdin)\n"
@@ -907,9 +1046,17 @@ static int cmd_help(struct cli *c)
             "  all-docs DB [--startkey K] [--endkey K] [--limit N] [--descending] "
             "[--include-docs]\n"
             "  check DB                      verify records, changes feed and digest agree\n"
+            "  id                            print this node's id (creates the identity)\n"
+            "  mesh-key new FILE             write a new mesh key (mode 0600), print its "
+            "fingerprint\n"
             "\n"
-            "The data directory defaults to %s. Output is JSON; errors go to stderr with a\n"
-            "non-zero exit status (1: the operation failed, 2: usage).\n",
+            "With neither --data nor --url the data directory is %s. With --url\n"
+            "http://[USER:PASS@]HOST:PORT the commands above (but serve, passwd, check, db index\n"
+            "and find --explain) talk to a running node instead; --user NAME takes the password\n"
+            "from the environment variable BARREL_PASSWORD. Over --url, db info prints the node's\n"
+            "GET /{db} answer and find needs --mango. Output is JSON; errors go to stderr as\n"
+            "`barrel: ERROR: REASON` with a non-zero exit status (1: the operation failed or the\n"
+            "node could not be reached, 2: usage).\n",
             DEFAULT_DATA);
     return 0;
 }
@@ -917,6 +1064,8 @@ static int cmd_help(struct cli *c)
 int br_cli_run(int argc, char **argv, FILE *in, FILE *out, FILE *err)
 {
     struct cli c = {.in = in, .out = out, .err = err, .data = DEFAULT_DATA};
+    const char *url = NULL, *user = NULL;
+    bool data_given = false;
     char **rest = calloc((size_t)argc + 1, sizeof *rest);
     if (!rest) {
         fprintf(err, "barrel: out of memory\n");
@@ -931,6 +1080,16 @@ int br_cli_run(int argc, char **argv, FILE *in, FILE *out, FILE *err)
                 return fail_usage(&c, "--data needs a directory");
             }
             c.data = argv[++i];
+            data_given = true;
+        } else if (strcmp(argv[i], "--url") == 0 || strcmp(argv[i], "--user") == 0) {
+            if (i + 1 >= argc) {
+                free(rest);
+                return fail_usage(&c, argv[i][3] == 'r'
+                                          ? "--url http://HOST:PORT"
+                                          : "--user NAME (password in BARREL_PASSWORD)");
+            }
+            *(argv[i][3] == 'r' ? &url : &user) = argv[i + 1];
+            i++;
         } else if (strcmp(argv[i], "--log-level") == 0) {
             enum br_log_level l;
             if (i + 1 >= argc || br_log_parse_level(argv[++i], &l) != BR_OK) {
@@ -951,14 +1110,34 @@ int br_cli_run(int argc, char **argv, FILE *in, FILE *out, FILE *err)
         free(rest);
         return rc;
     }
+    if (url && data_given) {
+        free(rest);
+        return fail_usage(&c, "--url and --data exclude each other");
+    }
+    if (user && !url) {
+        free(rest);
+        return fail_usage(&c, "--user goes with --url");
+    }
+    if (url) {
+        struct br_cli_remote r = {.url = url,
+                                  .user = user,
+                                  .password = user ? getenv("BARREL_PASSWORD") : NULL,
+                                  .in = in,
+                                  .out = out,
+                                  .err = err};
+        rc = br_cli_remote_run(&r, nrest, rest);
+        free(rest);
+        return rc;
+    }
     static const struct {
         const char *name;
         int (*fn)(struct cli *);
     } cmds[] = {
-        {"db", cmd_db},           {"put", cmd_put},         {"get", cmd_get},
-        {"delete", cmd_delete},   {"changes", cmd_changes}, {"revsdiff", cmd_revsdiff},
-        {"bulk", cmd_bulk},       {"all-docs", cmd_all_docs}, {"check", cmd_check},
-        {"find", cmd_find},       {"serve", cmd_serve},
+        {"db", cmd_db},         {"put", cmd_put},           {"get", cmd_get},
+        {"delete", cmd_delete}, {"changes", cmd_changes},   {"revsdiff", cmd_revsdiff},
+        {"bulk", cmd_bulk},     {"all-docs", cmd_all_docs}, {"check", cmd_check},
+        {"find", cmd_find},     {"serve", cmd_serve},       {"passwd", cmd_passwd},
+        {"id", cmd_id},         {"mesh-key", cmd_mesh_key},
     };
     c.argc = nrest - 1;
     c.argv = rest + 1;

@@ -19,6 +19,8 @@ const char *br_http_method_name(enum br_http_method m)
         return "PUT";
     case BR_HTTP_DELETE:
         return "DELETE";
+    case BR_HTTP_OPTIONS:
+        return "OPTIONS";
     default:
         return "OTHER";
     }

@@ -26,7 +26,8 @@ enum br_http_method {
     BR_HTTP_POST,
     BR_HTTP_PUT,
     BR_HTTP_DELETE,
-    BR_HTTP_OTHER, /* OPTIONS, PATCH, ...: answered 405 by the router */
+    BR_HTTP_OPTIONS, /* CORS preflight when CORS is on; else 405 */
+    BR_HTTP_OTHER,   /* PATCH, ...: answered 405 by the router */
 };
 const char *br_http_method_name(enum br_http_method m);
 

@@ -13,6 +13,7 @@ packages=(
     librocksdb-dev libsodium-dev libcbor-dev libxxhash-dev libjansson-dev
     libwebsockets-dev libavahi-client-dev libssl-dev # libcrypto (store)
     libpcre2-dev # query regexes (store)
+    libcurl4-openssl-dev # CouchDB-compatible HTTP endpoint (sync/ep_http.c)
     libcriterion-dev
     avahi-daemon avahi-utils dbus iproute2 # mDNS tests in network namespaces
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh — install what is missing, build, and run barrel with the given arguments.
 #
-#   scripts/run.sh                      # no arguments: barrel db list
+#   scripts/run.sh                      # no arguments: barrel serve (http://127.0.0.1:7070)
 #   scripts/run.sh help
 #   scripts/run.sh db create mydb
 #   scripts/run.sh put mydb doc1 '{"a": 1}'
@@ -35,7 +35,7 @@ if [[ -z $bin ]]; then
 fi
 
 if (($# == 0)); then
-    set -- db list
+    set -- serve
 fi
 args=("$@")
 has_data=0

@@ -201,17 +201,30 @@ static bool half_exact(double v, uint16_t *h)
 
 br_err br_cbor_put_double(br_buf *b, double v)
 {
-    if (!isfinite(v))
+    uint8_t out[BR_CBOR_HEAD_MAX];
+    size_t n = br_cbor_double_encode(out, v);
+    if (!n)
         return BR_EINVAL;
-    uint8_t out[9];
+    return br_buf_append(b, out, n);
+}
+
+size_t br_cbor_double_encode(uint8_t out[BR_CBOR_HEAD_MAX], double v)
+{
+    if (!isfinite(v))
+        return 0;
     size_t n;
     uint16_t h;
-    if (half_exact(v, &h)) {
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    /* A double using any of the low 29 of its 52 fraction bits has more significant bits than
+     * a float (24) or a half (11) holds, normal or not; most measured values are like that. */
+    bool wide = (bits & 0x1fffffffu) != 0;
+    if (!wide && half_exact(v, &h)) {
         out[0] = 0xf9;
         out[1] = (uint8_t)(h >> 8);
         out[2] = (uint8_t)h;
         n = 3;
-    } else if (fabs(v) <= FLT_MAX && (double)(float)v == v) {
+    } else if (!wide && fabs(v) <= FLT_MAX && (double)(float)v == v) {
         float f = (float)v;
         uint32_t u;
         memcpy(&u, &f, sizeof u);
@@ -227,7 +240,7 @@ br_err br_cbor_put_double(br_buf *b, double v)
             out[1 + i] = (uint8_t)(u >> (8 * (7 - i)));
         n = 9;
     }
-    return br_buf_append(b, out, n);
+    return n;
 }
 
 /* ---- reader ---- */

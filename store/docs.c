@@ -19,6 +19,7 @@
 #include "barrel/att.h"
 #include "barrel/cbor.h"
 #include "barrel/log.h"
+
 #include "store_int.h"
 
 static const uint8_t EMPTY_MAP[1] = {0xa0};
@@ -74,13 +75,23 @@ static void set_hash_xor(uint8_t acc[16], const char *id, size_t id_len, const s
 {
     char rev[BR_REV_TEXT_MAX];
     size_t rl = br_rev_format(r, rev);
-    XXH3_state_t st;
-    XXH3_128bits_reset(&st);
-    XXH3_128bits_update(&st, id, id_len);
-    XXH3_128bits_update(&st, "", 1);
-    XXH3_128bits_update(&st, rev, rl);
+    XXH128_hash_t h;
+    char one[256 + BR_REV_TEXT_MAX];
+    if (id_len + 1 + rl <= sizeof one) { /* one-shot: the same hash, without a 576-byte state */
+        memcpy(one, id, id_len);
+        one[id_len] = '\0';
+        memcpy(one + id_len + 1, rev, rl);
+        h = XXH3_128bits(one, id_len + 1 + rl);
+    } else {
+        XXH3_state_t st;
+        XXH3_128bits_reset(&st);
+        XXH3_128bits_update(&st, id, id_len);
+        XXH3_128bits_update(&st, "", 1);
+        XXH3_128bits_update(&st, rev, rl);
+        h = XXH3_128bits_digest(&st);
+    }
     XXH128_canonical_t c;
-    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(&st));
+    XXH128_canonicalFromHash(&c, h);
     for (int i = 0; i < 16; i++)
         acc[i] ^= c.digest[i];
 }
@@ -105,6 +116,8 @@ struct wdoc {
     bool dirty;
 };
 
+#define WB_SPARE_MAX (4u << 20) /* bytes of a batch kept for reuse */
+
 struct wctx {
     struct br_db *db;
     rocksdb_writebatch_t *wb;
@@ -114,6 +127,10 @@ struct wctx {
     uint32_t *slots; /* open addressing: index+1 into docs, 0 = empty */
     size_t nslots;
     br_buf key;
+    /* wctx_prefetch: stored record of the batch's i-th write (NULL: none, or taken) */
+    char **pf_val;
+    size_t *pf_len;
+    size_t pf_n;
 };
 
 static void wctx_fini(struct wctx *w)
@@ -125,10 +142,25 @@ static void wctx_fini(struct wctx *w)
     }
     br_free(w->docs);
     br_free(w->slots);
+    for (size_t i = 0; i < w->pf_n; i++)
+        rocksdb_free(w->pf_val[i]);
+    br_free(w->pf_val);
+    br_free(w->pf_len);
     br_buf_fini(&w->key);
     att_batch_free(w->ab);
-    if (w->wb)
-        rocksdb_writebatch_destroy(w->wb);
+    if (w->wb) {
+        /* Keep it for the next write unless it grew past what is worth holding on to. */
+        size_t size = 0;
+        rocksdb_writebatch_data(w->wb, &size);
+        rocksdb_writebatch_t *none = NULL;
+        if (size <= WB_SPARE_MAX) {
+            rocksdb_writebatch_clear(w->wb);
+            if (atomic_compare_exchange_strong(&w->db->wb_spare, &none, w->wb))
+                w->wb = NULL;
+        }
+        if (w->wb)
+            rocksdb_writebatch_destroy(w->wb);
+    }
 }
 
 static br_err wctx_init(struct wctx *w, struct br_db *db, size_t expect)
@@ -145,7 +177,9 @@ static br_err wctx_init(struct wctx *w, struct br_db *db, size_t expect)
     br_err e = att_batch_new(&w->ab);
     if (e)
         return e;
-    w->wb = rocksdb_writebatch_create();
+    w->wb = atomic_exchange(&db->wb_spare, NULL);
+    if (!w->wb)
+        w->wb = rocksdb_writebatch_create();
     return BR_OK;
 }
 
@@ -167,8 +201,67 @@ static br_err grow_slots(struct wctx *w)
     return BR_OK;
 }
 
-/* The batch's state of document id, loading it from the store on first touch. */
-static br_err wctx_doc(struct wctx *w, const char *id, size_t id_len, struct wdoc **out)
+/* Read the stored records of a batch's documents (res[i].id, for every i without an error) in
+ * one MultiGet, which costs about a third less than a Get per document. wctx_doc takes record
+ * i from here. Called under the write lock, like the Gets it replaces; a single write keeps
+ * its Get. */
+static br_err wctx_prefetch(struct wctx *w, const struct br_put_result *res, size_t n)
+{
+    if (n < 2)
+        return BR_OK;
+    br_err e = BR_OK;
+    br_buf keys;
+    br_buf_init(&keys, 0);
+    size_t *klen = br_calloc(n, sizeof *klen), *idx = br_calloc(n, sizeof *idx), m = 0;
+    const char **kp = br_calloc(n, sizeof *kp);
+    const rocksdb_column_family_handle_t **cfs = br_calloc(n, sizeof *cfs);
+    char **vals = br_calloc(n, sizeof *vals), **errs = br_calloc(n, sizeof *errs);
+    size_t *lens = br_calloc(n, sizeof *lens);
+    w->pf_val = br_calloc(n, sizeof *w->pf_val);
+    w->pf_len = br_calloc(n, sizeof *w->pf_len);
+    if (!klen || !idx || !kp || !cfs || !vals || !errs || !lens || !w->pf_val || !w->pf_len) {
+        e = BR_ENOMEM;
+        goto out;
+    }
+    w->pf_n = n;
+    for (size_t i = 0; i < n && !e; i++) {
+        if (res[i].err)
+            continue;
+        size_t at = keys.len;
+        e = br_buf_append(&keys, w->db->dbid, 4);
+        if (!e)
+            e = br_buf_append(&keys, res[i].id, strlen(res[i].id));
+        klen[m] = keys.len - at;
+        cfs[m] = w->db->s->cf[CF_DOCS];
+        idx[m++] = i;
+    }
+    if (e || m == 0)
+        goto out;
+    for (size_t k = 0, at = 0; k < m; at += klen[k++])
+        kp[k] = (const char *)keys.data + at;
+    rocksdb_multi_get_cf(w->db->s->rdb, w->db->s->ro, cfs, m, kp, klen, vals, lens, errs);
+    for (size_t k = 0; k < m; k++) {
+        if (errs[k] && !e)
+            e = store_rdb_err(errs[k], "multiget");
+        else if (errs[k])
+            rocksdb_free(errs[k]);
+        w->pf_val[idx[k]] = vals[k];
+        w->pf_len[idx[k]] = lens[k];
+    }
+out:
+    br_buf_fini(&keys);
+    br_free(klen);
+    br_free(idx);
+    br_free(kp);
+    br_free(cfs);
+    br_free(vals);
+    br_free(errs);
+    br_free(lens);
+    return e;
+}
+
+/* The batch's state of document id (the batch's i-th write), loading it on first touch. */
+static br_err wctx_doc(struct wctx *w, const char *id, size_t id_len, size_t i, struct wdoc **out)
 {
     uint64_t h = XXH3_64bits(id, id_len);
     size_t j = h & (w->nslots - 1);
@@ -184,7 +277,7 @@ static br_err wctx_doc(struct wctx *w, const char *id, size_t id_len, struct wdo
         br_err e = grow_slots(w);
         if (e)
             return e;
-        return wctx_doc(w, id, id_len, out);
+        return wctx_doc(w, id, id_len, i, out);
     }
     if (w->n == w->cap) {
         size_t nc = w->cap ? w->cap * 2 : 8;
@@ -202,11 +295,18 @@ static br_err wctx_doc(struct wctx *w, const char *id, size_t id_len, struct wdo
         return BR_ENOMEM;
     d->id_len = id_len;
     d->hash = h;
-    br_err e = store_key(&w->key, w->db->dbid, id, id_len);
+    br_err e = BR_OK;
     char *v = NULL;
     size_t vl = 0;
-    if (!e)
-        e = store_get(w->db->s, CF_DOCS, w->key.data, w->key.len, &v, &vl);
+    if (i < w->pf_n) { /* prefetched */
+        v = w->pf_val[i];
+        vl = w->pf_len[i];
+        w->pf_val[i] = NULL;
+    } else {
+        e = store_key(&w->key, w->db->dbid, id, id_len);
+        if (!e)
+            e = store_get(w->db->s, CF_DOCS, w->key.data, w->key.len, &v, &vl);
+    }
     if (e) {
         br_free(d->id);
         return e;
@@ -287,8 +387,7 @@ static br_err settle(struct wctx *w, struct wdoc *d)
     return BR_OK;
 }
 
-static void result_set(struct br_put_result *res, br_err e, const char *fmt, ...)
-    BR_PRINTF(3, 4);
+static void result_set(struct br_put_result *res, br_err e, const char *fmt, ...) BR_PRINTF(3, 4);
 static void result_set(struct br_put_result *res, br_err e, const char *fmt, ...)
 {
     res->err = e;
@@ -305,7 +404,7 @@ static br_err check_body(struct br_db *db, const struct br_put *p, struct br_put
                    db->s->max_doc_bytes);
         return BR_ETOOBIG;
     }
-    if (p->body) {
+    if (p->body && !p->body_trusted) {
         struct br_errbuf eb;
         if (br_cbor_doc_validate(p->body, p->body_len, 0, &eb) != BR_OK) {
             result_set(res, BR_EINVAL, "Document body is not valid: %s", eb.msg);
@@ -367,8 +466,8 @@ static br_err apply_edit(struct wctx *w, struct wdoc *d, const struct br_put *p,
     struct br_att_stub *atts = NULL;
     size_t n_atts = 0;
     struct br_errbuf eb = {{0}};
-    br_err e = att_prepare(w->db, w->wb, w->ab, p->atts, p->n_atts, pdata, gen, &atts, &n_atts,
-                           &eb);
+    br_err e =
+        att_prepare(w->db, w->wb, w->ab, p->atts, p->n_atts, pdata, gen, &atts, &n_atts, &eb);
     if (e == BR_EBADNAME || e == BR_ENOTFOUND || e == BR_EINVAL) {
         result_set(res, e, "%s", eb.msg[0] ? eb.msg : br_strerror(e));
         return BR_OK;
@@ -433,8 +532,8 @@ static br_err apply_replicated(struct wctx *w, struct wdoc *d, const struct br_p
     struct br_att_stub *atts = NULL;
     size_t n_atts = 0;
     struct br_errbuf eb = {{0}};
-    br_err e = att_prepare(w->db, w->wb, w->ab, p->atts, p->n_atts, pdata, nrev->gen, &atts,
-                           &n_atts, &eb);
+    br_err e =
+        att_prepare(w->db, w->wb, w->ab, p->atts, p->n_atts, pdata, nrev->gen, &atts, &n_atts, &eb);
     if (e == BR_EBADNAME || e == BR_ENOTFOUND || e == BR_EINVAL) {
         result_set(res, e, "%s", eb.msg[0] ? eb.msg : br_strerror(e));
         return BR_OK;
@@ -478,7 +577,7 @@ static br_err change_value(br_buf *v, const struct wdoc *d, uint32_t win)
 struct wsummary {
     bool present, live;
     uint8_t hash[16];
-    uint64_t bytes; /* user data held by the leaves: bodies and attachments */
+    uint64_t bytes;      /* user data held by the leaves: bodies and attachments */
     const uint8_t *body; /* the live winner's body (what the index holds), or NULL */
     size_t body_len;
 };
@@ -543,8 +642,8 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
         /* The path index follows the live winner; a deleted winner remembers the last live
          * body for filters (CHG-26). Bodies borrowed here live in d->raw or d->rec until the
          * batch is committed. */
-        e = index_update(db, &ib, d->id, d->id_len, before[i].body, before[i].body_len,
-                         after.body, after.body_len);
+        e = index_update(db, &ib, d->id, d->id_len, before[i].body, before[i].body_len, after.body,
+                         after.body_len);
         if (e)
             break;
         if (after.live) {
@@ -558,14 +657,13 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
         }
         if (pub) {
             uint32_t win = br_revtree_winner(&d->rec.tree);
-            pub[n_pub++] = (struct subs_change){
-                d->id,
-                d->id_len,
-                d->rec.tree.nodes[win].rev,
-                !after.live,
-                d->rec.seq,
-                after.live ? after.body : d->rec.gone,
-                after.live ? after.body_len : d->rec.gone_len};
+            pub[n_pub++] = (struct subs_change){d->id,
+                                                d->id_len,
+                                                d->rec.tree.nodes[win].rev,
+                                                !after.live,
+                                                d->rec.seq,
+                                                after.live ? after.body : d->rec.gone,
+                                                after.live ? after.body_len : d->rec.gone_len};
         }
         dg.last = d->rec.seq;
         changed++;
@@ -683,12 +781,15 @@ static br_err run_batch(struct br_db *db, const struct br_put *docs, size_t n,
         goto unlock;
     }
     size_t bcap = 0;
+    e = wctx_prefetch(&w, res, n);
+    if (e)
+        goto unlock;
     for (size_t i = 0; i < n; i++) {
         if (res[i].err)
             continue;
         struct wdoc *d;
         size_t before_n = w.n;
-        e = wctx_doc(&w, res[i].id, strlen(res[i].id), &d);
+        e = wctx_doc(&w, res[i].id, strlen(res[i].id), i, &d);
         if (e)
             goto unlock;
         if (w.n > before_n) {
@@ -759,7 +860,7 @@ void br_doc_free(struct br_doc *d)
 }
 
 /* Load a document's record; BR_ENOTFOUND if absent. On success r borrows from *raw. */
-static br_err load(struct br_db *db, const char *id, size_t id_len, struct docrec *r,
+static br_err load(struct br_db *db, const char *id, size_t id_len, bool cached, struct docrec *r,
                    char **raw)
 {
     if (!store_docid_valid(id, id_len))
@@ -770,7 +871,8 @@ static br_err load(struct br_db *db, const char *id, size_t id_len, struct docre
     size_t vl = 0;
     *raw = NULL;
     if (!e)
-        e = store_get(db->s, CF_DOCS, k.data, k.len, raw, &vl);
+        e = cached ? store_get_cached(db->s, CF_DOCS, k.data, k.len, raw, &vl)
+                   : store_get(db->s, CF_DOCS, k.data, k.len, raw, &vl);
     br_buf_fini(&k);
     if (e)
         return e;
@@ -869,7 +971,12 @@ br_err br_db_get(br_db *db, const char *id, size_t id_len, const struct br_get_o
     struct docrec r;
     docrec_init(&r);
     char *raw = NULL;
-    br_err e = load(db, id, id_len, &r, &raw);
+    bool cached = o && o->cache_only;
+    if (cached && atomic_load(&db->deleted)) {
+        docrec_fini(&r);
+        return BR_ECLOSED;
+    }
+    br_err e = load(db, id, id_len, cached, &r, &raw);
     if (e) {
         if (e == BR_ENOTFOUND)
             br_errbuf_set(eb, "missing");
@@ -920,7 +1027,7 @@ br_err br_db_get_open_revs(br_db *db, const char *id, size_t id_len, const struc
     uint32_t *leaves = NULL, nleaves = 0;
     struct br_open_rev *v = NULL;
     size_t cnt = 0;
-    br_err e = load(db, id, id_len, &r, &raw);
+    br_err e = load(db, id, id_len, false, &r, &raw);
     if (e)
         goto out;
     if (!revs || n == 0) {
@@ -990,7 +1097,7 @@ static br_err revsdiff_one(struct br_db *db, const struct br_revsdiff_in *in,
     struct docrec r;
     docrec_init(&r);
     char *raw = NULL;
-    br_err e = load(db, in->id, in->id_len, &r, &raw);
+    br_err e = load(db, in->id, in->id_len, false, &r, &raw);
     bool known = e == BR_OK;
     if (e == BR_ENOTFOUND)
         e = BR_OK;
@@ -1075,7 +1182,7 @@ br_err br_db_resolve(br_db *db, const char *id, size_t id_len, const struct br_r
     struct br_put *puts = NULL;
     struct br_put_result *res = NULL;
     size_t np = 0;
-    br_err e = load(db, id, id_len, &r, &raw);
+    br_err e = load(db, id, id_len, false, &r, &raw);
     if (e) {
         if (e == BR_ENOTFOUND)
             br_errbuf_set(eb, "missing");
@@ -1140,8 +1247,7 @@ br_err br_db_resolve(br_db *db, const char *id, size_t id_len, const struct br_r
                                      .id_len = id_len,
                                      .rev = keep,
                                      .body = rs->merge_body ? rs->merge_body : ld->body,
-                                     .body_len = rs->merge_body ? rs->merge_body_len
-                                                                : ld->body_len,
+                                     .body_len = rs->merge_body ? rs->merge_body_len : ld->body_len,
                                      .atts = keep_atts,
                                      .n_atts = ld->n_atts};
     }

@@ -11,6 +11,7 @@
 
 #include "barrel/alloc.h"
 #include "barrel/log.h"
+
 #include "store_int.h"
 
 br_err index_put_string(br_buf *k, const char *s, size_t n, bool terminate)
@@ -51,8 +52,7 @@ br_err index_put_number(br_buf *k, double d)
     return br_buf_append(k, b, sizeof b);
 }
 
-br_err index_put_value(br_buf *k, enum br_pv_type t, int64_t i, double f, const char *s,
-                       size_t n)
+br_err index_put_value(br_buf *k, enum br_pv_type t, int64_t i, double f, const char *s, size_t n)
 {
     uint8_t tag;
     switch (t) {
@@ -122,8 +122,8 @@ static int posting(void *arg, const struct br_path_value *pv)
         }
     }
     if (!e) {
-        ib->ops[ib->n] = (struct index_op){.off = ib->keys.len, .len = u->key.len, .put = u->put,
-                                           .seq = ib->n};
+        ib->ops[ib->n] =
+            (struct index_op){.off = ib->keys.len, .len = u->key.len, .put = u->put, .seq = ib->n};
         e = br_buf_append(&ib->keys, u->key.data, u->key.len);
         if (!e)
             ib->n++;
@@ -141,6 +141,8 @@ br_err index_update(struct br_db *db, struct index_batch *ib, const char *id, si
 {
     if (old_body && new_body && old_len == new_len && memcmp(old_body, new_body, old_len) == 0)
         return BR_OK;
+    if (!db->ipol_all && !db->ipol_trie)
+        return BR_OK; /* no index declared (the default): nothing to walk */
     struct upd u = {.db = db, .ib = ib, .id = id, .id_len = id_len};
     br_buf_init(&u.key, 0);
     br_err e = BR_OK;
@@ -368,8 +370,8 @@ static br_err reindex_all(struct br_db *db, rocksdb_writebatch_t *wb)
     uint8_t lo[4], hi[4];
     memcpy(lo, db->dbid, 4);
     store_be32(hi, store_rd32(db->dbid) + 1);
-    rocksdb_writebatch_delete_range_cf(wb, s->cf[CF_INDEX], (const char *)lo, 4,
-                                       (const char *)hi, 4);
+    rocksdb_writebatch_delete_range_cf(wb, s->cf[CF_INDEX], (const char *)lo, 4, (const char *)hi,
+                                       4);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, 4);
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->rdb, ro, s->cf[CF_DOCS]);

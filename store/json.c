@@ -1,8 +1,9 @@
 /* json.c — JSON at the edges: strict parsing with jansson (duplicate keys, NUL and trailing
  * garbage rejected, errors with line and column), conversion from any JSON value to barrel's
  * canonical CBOR (object keys sorted by encoded bytes, integers as CBOR integers, reals as the
- * shortest exact float) and back through the bounded CBOR reader, and the CouchDB split of a
- * JSON document into its metadata (_id, _rev, _deleted, _revisions, _attachments) and its body.
+ * shortest exact float) and back through the bounded CBOR reader, the CouchDB split of a JSON
+ * document into its metadata (_id, _rev, _deleted, _revisions, _attachments) and its body, and
+ * the same split done in one pass from the text, without a tree (br_json_doc_parse_text).
  * jansson errors are translated here (BR_EINVAL for bad JSON, BR_ENOMEM for failed
  * allocations) and never travel upward. */
 #include "barrel/json.h"
@@ -14,12 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <float.h>
 #include <jansson.h>
 #include <locale.h>
 #include <sodium.h>
 
 #include "barrel/alloc.h"
 #include "barrel/cbor.h"
+
+#include "json_int.h"
 
 /* ---- parsing ----
  *
@@ -62,7 +66,7 @@ static void jp_oom(struct jparser *jp)
     br_errbuf_set(jp->eb, "out of memory parsing JSON");
 }
 
-static void jp_ws(struct jparser *jp)
+static void jp_ws_slow(struct jparser *jp)
 {
     while (jp->p < jp->end) {
         char c = *jp->p;
@@ -76,6 +80,40 @@ static void jp_ws(struct jparser *jp)
             break;
         }
     }
+}
+
+/* Skip whitespace; most tokens have none before them. */
+static inline void jp_ws(struct jparser *jp)
+{
+    if (jp->p < jp->end && (unsigned char)*jp->p > ' ')
+        return;
+    jp_ws_slow(jp);
+}
+
+/* How many bytes from p on are plain string content (ASCII 0x20..0x7f other than '"' and
+ * '\\'), looked at eight at a time; the byte loops take over from the first other byte. In each
+ * test below a byte's flag can be wrong only above a byte that is truly flagged, so the lowest
+ * flag of their union marks the first byte that is not plain. */
+static inline size_t plain_run(const char *p, const char *end)
+{
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    const char *s = p;
+    while (end - s >= 8) {
+        uint64_t x;
+        memcpy(&x, s, sizeof x);
+        uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+        uint64_t m = (x | ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+        if (m)
+            return (size_t)(s - p) + (size_t)__builtin_ctzll(m) / 8;
+        s += 8;
+    }
+    return (size_t)(s - p);
+#else
+    (void)p;
+    (void)end;
+    return 0;
+#endif
 }
 
 /* Length of the well-formed UTF-8 sequence at p (first byte >= 0x80), or 0. */
@@ -154,6 +192,9 @@ static bool jp_string(struct jparser *jp, const char **s, size_t *n)
     const char *start = ++jp->p; /* past the quote */
     /* Fast path: no escapes. */
     while (jp->p < jp->end) {
+        jp->p += plain_run(jp->p, jp->end);
+        if (jp->p >= jp->end)
+            break;
         unsigned char c = (unsigned char)*jp->p;
         if (c == '"') {
             *s = start;
@@ -307,103 +348,144 @@ static bool is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-/* A number: an integer (json_int_t) unless it has a fraction or an exponent. */
-static json_t *jp_number(struct jparser *jp)
+/* A number token, checked against RFC 8259's grammar by jp_number_scan. */
+struct jnum {
+    const char *start, *end; /* the whole token */
+    const char *int_end;     /* end of the integer part's digits */
+    bool neg, real;          /* a leading '-'; a fraction or an exponent */
+};
+
+/* Check the grammar of the number at jp->p (which is left there) into *n. */
+static bool jp_number_scan(struct jparser *jp, struct jnum *n)
 {
-    const char *start = jp->p, *p = jp->p, *end = jp->end;
-    bool neg = false, real = false;
+    const char *p = jp->p, *end = jp->end;
+    n->start = p;
+    n->neg = n->real = false;
     if (p < end && *p == '-') {
-        neg = true;
+        n->neg = true;
         p++;
     }
     if (p >= end || !is_digit(*p)) {
         jp_fail(jp, "invalid number");
-        return NULL;
+        return false;
     }
     if (*p == '0') {
         p++;
         if (p < end && is_digit(*p)) {
             jp_fail(jp, "invalid number (leading zero)");
-            return NULL;
+            return false;
         }
     } else {
         while (p < end && is_digit(*p))
             p++;
     }
-    const char *int_end = p;
+    n->int_end = p;
     if (p < end && *p == '.') {
-        real = true;
+        n->real = true;
         p++;
         if (p >= end || !is_digit(*p)) {
             jp->p = p;
             jp_fail(jp, "invalid number (digit expected after '.')");
-            return NULL;
+            return false;
         }
         while (p < end && is_digit(*p))
             p++;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
-        real = true;
+        n->real = true;
         p++;
         if (p < end && (*p == '+' || *p == '-'))
             p++;
         if (p >= end || !is_digit(*p)) {
             jp->p = p;
             jp_fail(jp, "invalid number (digit expected in exponent)");
-            return NULL;
+            return false;
         }
         while (p < end && is_digit(*p))
             p++;
     }
+    n->end = p;
+    return true;
+}
+
+/* The value of an integer token (no fraction, no exponent); it must fit json_int_t. */
+static bool jp_number_int(struct jparser *jp, const struct jnum *n, json_int_t *out)
+{
+    uint64_t u = 0;
+    const char *d = n->start + n->neg;
+    if (n->int_end - d <= 19) { /* below 10^19 < 2^64: no overflow to check */
+        for (; d < n->int_end; d++)
+            u = u * 10 + (unsigned)(*d - '0');
+    }
+    for (; d < n->int_end; d++) {
+        unsigned dig = (unsigned)(*d - '0');
+        if (u > (UINT64_MAX - dig) / 10) {
+            jp_fail(jp, "too big integer");
+            return false;
+        }
+        u = u * 10 + dig;
+    }
+    if (u > (uint64_t)INT64_MAX + (n->neg ? 1u : 0u)) {
+        jp_fail(jp, n->neg ? "too big negative integer" : "too big integer");
+        return false;
+    }
+    *out = n->neg ? (u == (uint64_t)INT64_MAX + 1u ? INT64_MIN : -(json_int_t)u) : (json_int_t)u;
+    return true;
+}
+
+/* The value of a real token, by strtod (correctly rounded); it must be finite. */
+static bool jp_number_strtod(struct jparser *jp, const struct jnum *n, double *out)
+{
+    /* strtod wants a NUL-terminated copy, with the locale's decimal point. */
+    size_t len = (size_t)(n->end - n->start);
+    char *buf = jp->small;
+    if (len + 1 > JP_SCRATCH) {
+        buf = jp_room(jp, len + 1);
+        if (!buf)
+            return false;
+    }
+    memcpy(buf, n->start, len);
+    buf[len] = '\0';
+    const char *dp = localeconv()->decimal_point;
+    if (dp[0] != '.' && dp[0] && !dp[1]) {
+        char *dot = memchr(buf, '.', len);
+        if (dot)
+            *dot = dp[0];
+    }
+    errno = 0;
+    char *stop;
+    double d = strtod(buf, &stop);
+    if (stop != buf + len || (errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL))) {
+        jp_fail(jp, "real number overflow");
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
+/* A number: an integer (json_int_t) unless it has a fraction or an exponent. */
+static json_t *jp_number(struct jparser *jp)
+{
+    struct jnum n;
     json_t *v;
-    if (!real) {
-        uint64_t u = 0;
-        for (const char *d = start + neg; d < int_end; d++) {
-            unsigned dig = (unsigned)(*d - '0');
-            if (u > (UINT64_MAX - dig) / 10) {
-                jp_fail(jp, "too big integer");
-                return NULL;
-            }
-            u = u * 10 + dig;
-        }
-        if (u > (uint64_t)INT64_MAX + (neg ? 1u : 0u)) {
-            jp_fail(jp, neg ? "too big negative integer" : "too big integer");
+    if (!jp_number_scan(jp, &n))
+        return NULL;
+    if (!n.real) {
+        json_int_t iv;
+        if (!jp_number_int(jp, &n, &iv))
             return NULL;
-        }
-        json_int_t iv =
-            neg ? (u == (uint64_t)INT64_MAX + 1u ? INT64_MIN : -(json_int_t)u) : (json_int_t)u;
         v = json_integer(iv);
     } else {
-        /* strtod wants a NUL-terminated copy, with the locale's decimal point. */
-        size_t len = (size_t)(p - start);
-        char *buf = jp->small;
-        if (len + 1 > JP_SCRATCH) {
-            buf = jp_room(jp, len + 1);
-            if (!buf)
-                return NULL;
-        }
-        memcpy(buf, start, len);
-        buf[len] = '\0';
-        const char *dp = localeconv()->decimal_point;
-        if (dp[0] != '.' && dp[0] && !dp[1]) {
-            char *dot = memchr(buf, '.', len);
-            if (dot)
-                *dot = dp[0];
-        }
-        errno = 0;
-        char *stop;
-        double d = strtod(buf, &stop);
-        if (stop != buf + len || (errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL))) {
-            jp_fail(jp, "real number overflow");
+        double d;
+        if (!jp_number_strtod(jp, &n, &d))
             return NULL;
-        }
         v = json_real(d);
     }
     if (!v) {
         jp_oom(jp);
         return NULL;
     }
-    jp->p = p;
+    jp->p = n.end;
     return v;
 }
 
@@ -614,12 +696,22 @@ struct key {
 
 /* Encoded-key order for text keys: the head grows with the length, so shorter first, then
  * bytewise (RFC 8949 §4.2.1). */
+static inline int key_order(const char *a, size_t alen, const char *b, size_t blen)
+{
+    if (alen != blen)
+        return alen < blen ? -1 : 1;
+    if (alen > 16)
+        return memcmp(a, b, alen);
+    for (size_t i = 0; i < alen; i++) /* most keys are short: no call */
+        if (a[i] != b[i])
+            return (unsigned char)a[i] < (unsigned char)b[i] ? -1 : 1;
+    return 0;
+}
+
 static int key_cmp(const void *a, const void *b)
 {
     const struct key *x = a, *y = b;
-    if (x->len != y->len)
-        return x->len < y->len ? -1 : 1;
-    return memcmp(x->k, y->k, x->len);
+    return key_order(x->k, x->len, y->k, y->len);
 }
 
 static br_err to_cbor(const json_t *v, unsigned depth_left, bool skip_meta, br_buf *out,
@@ -893,7 +985,8 @@ void br_json_doc_fini(struct br_json_doc *d)
     }
     br_free(d->atts);
     br_free(d->history);
-    br_free(d->id);
+    if (d->id != d->id_small)
+        br_free(d->id);
     br_buf_fini(&d->body);
     memset(d, 0, sizeof *d);
 }
@@ -1058,14 +1151,14 @@ static bool key_is(const char *k, size_t klen, const char *name)
     return klen == strlen(name) && memcmp(k, name, klen) == 0;
 }
 
-static br_err parse_members(const json_t *obj, const char *id_from_url, struct br_json_doc *d,
-                            struct br_errbuf *eb)
+/* The "_" members of obj (NULL: none) into d; id (may be NULL) is an _id found beforehand, for
+ * an obj that holds no "_id" member. */
+static br_err parse_members(const json_t *obj, const char *id, size_t id_len,
+                            const char *id_from_url, struct br_json_doc *d, struct br_errbuf *eb)
 {
     br_err e = BR_OK;
     bool have_rev = false;
     const json_t *revisions = NULL;
-    const char *id = NULL;
-    size_t id_len = 0;
     const char *k;
     size_t klen;
     json_t *v;
@@ -1106,9 +1199,15 @@ static br_err parse_members(const json_t *obj, const char *id_from_url, struct b
         id_len = url_len;
     }
     if (id) {
-        d->id = br_strndup(id, id_len);
-        if (!d->id)
-            return BR_ENOMEM;
+        if (id_len < sizeof d->id_small) { /* most ids: no allocation */
+            memcpy(d->id_small, id, id_len);
+            d->id_small[id_len] = '\0';
+            d->id = d->id_small;
+        } else {
+            d->id = br_strndup(id, id_len);
+            if (!d->id)
+                return BR_ENOMEM;
+        }
         d->put.id = d->id;
         d->put.id_len = id_len;
     }
@@ -1145,7 +1244,7 @@ br_err br_json_doc_parse(const json_t *obj, const char *id_from_url, struct br_j
     br_buf_init(&d->body, 0);
     if (!json_is_object(obj))
         return br_fail(eb, BR_EINVAL, "Document must be a JSON object");
-    br_err e = parse_members(obj, id_from_url, d, eb);
+    br_err e = parse_members(obj, NULL, 0, id_from_url, d, eb);
     if (!e)
         e = to_cbor_top(obj, true, &d->body, eb);
     if (e) {
@@ -1156,7 +1255,646 @@ br_err br_json_doc_parse(const json_t *obj, const char *id_from_url, struct br_j
     }
     d->put.body = d->body.data;
     d->put.body_len = d->body.len;
+    d->put.body_trusted = true; /* made by to_cbor / cv_*: valid and canonical */
     return BR_OK;
+}
+
+/* ---- documents straight from JSON text ----
+ *
+ * br_json_doc_parse_text does in one pass what br_json_parse and br_json_doc_parse do with a
+ * jansson tree in between. The text is checked with the parser's own pieces (jp_ws, jp_string,
+ * jp_word, jp_number_scan, jp_number_int), and each body value's canonical CBOR is written as
+ * soon as it is read: an object's member values go to a scratch buffer in text order while
+ * their (key, value span) pairs are pushed on a stack; at the closing brace the pairs are sorted
+ * with key_order (equal keys end up side by side, which is how duplicates are found) and the
+ * map is written in that order. An array gets a one-byte head, widened at the end if it holds
+ * 24 items or more. Reals take Clinger's exact fast path when their digits allow it, strtod
+ * otherwise. Top-level "_" members other than a string _id are parsed into jansson values
+ * (they are rare and small) and handed to parse_members, like the tree path does.
+ *
+ * It only ever succeeds with the tree path's result. When anything is off (bad JSON, duplicate
+ * keys, a body deeper than BR_CBOR_MAX_DEPTH, bad metadata, not an object, no memory) it gives
+ * up and the tree path runs instead, so every error, with its code and message, is the tree
+ * path's. tests/fuzz/fuzz_json_fast.c checks that both agree, and that the fast path accepts
+ * everything the tree path accepts. */
+
+enum { CV_VALS = 1024, CV_KEYS = 256, CV_MEMBERS = 32 }; /* inline scratch sizes */
+
+/* A growable byte scratch that starts in caller-provided (stack) storage. */
+struct scratch {
+    uint8_t *p;
+    size_t len, cap;
+    uint8_t *heap; /* p, once it outgrew the inline storage */
+};
+
+static void scratch_init(struct scratch *s, uint8_t *storage, size_t cap)
+{
+    s->p = storage;
+    s->len = 0;
+    s->cap = cap;
+    s->heap = NULL;
+}
+
+static bool scratch_grow(struct scratch *s, size_t extra)
+{
+    if (extra > SIZE_MAX / 4 - s->len)
+        return false;
+    size_t cap = s->cap * 2;
+    while (cap < s->len + extra)
+        cap *= 2;
+    uint8_t *p = br_realloc(s->heap, cap);
+    if (!p)
+        return false;
+    if (!s->heap)
+        memcpy(p, s->p, s->len);
+    s->p = s->heap = p;
+    s->cap = cap;
+    return true;
+}
+
+static inline bool scratch_room(struct scratch *s, size_t extra)
+{
+    return extra <= s->cap - s->len || scratch_grow(s, extra);
+}
+
+static bool scratch_append(struct scratch *s, const void *p, size_t n)
+{
+    if (!scratch_room(s, n))
+        return false;
+    if (n)
+        memcpy(s->p + s->len, p, n);
+    s->len += n;
+    return true;
+}
+
+/* One object member on the conversion stack. */
+struct member {
+    const char *k;       /* the key's bytes (for a key in the key scratch: set by cv_sort) */
+    size_t key, key_len; /* in_keys: the key's offset in the key scratch, which may move */
+    size_t val, val_len; /* the value's CBOR in the value scratch (empty for metadata) */
+    bool in_keys;        /* the key had escapes: its unescaped bytes are in the key scratch */
+    bool meta;           /* a top-level "_" member: metadata, not body */
+};
+
+struct conv {
+    struct jparser jp;
+    const char *text;
+    struct scratch vals; /* encoded values; a finished nested object replaces its members' */
+    struct scratch keys; /* unescaped keys (and an _id with escapes), a stack like members */
+    struct member *m;    /* the members of every open object, innermost last */
+    size_t n, cap;
+    json_t *meta; /* top-level "_" members other than _id, in text order */
+    bool have_id, id_in_keys;
+    size_t id, id_len; /* a string _id: offset in the text, or in the key scratch */
+    uint8_t vals_small[CV_VALS];
+    uint8_t keys_small[CV_KEYS];
+    struct member m_small[CV_MEMBERS];
+};
+
+/* The shortest head of major type mt with argument v (RFC 8949 §4.2.1); returns its length. */
+static inline size_t cv_head(uint8_t *out, unsigned mt, uint64_t v)
+{
+    uint8_t ib = (uint8_t)(mt << 5);
+    if (v < 24) {
+        out[0] = (uint8_t)(ib | v);
+        return 1;
+    }
+    size_t n = v <= 0xff ? 1 : v <= 0xffff ? 2 : v <= 0xffffffffu ? 4 : 8;
+    out[0] = (uint8_t)(ib | (n == 1 ? 24 : n == 2 ? 25 : n == 4 ? 26 : 27));
+    for (size_t i = 0; i < n; i++)
+        out[1 + i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    return 1 + n;
+}
+
+static inline size_t cv_head_len(uint64_t v)
+{
+    return v < 24 ? 1 : v <= 0xff ? 2 : v <= 0xffff ? 3 : v <= 0xffffffffu ? 5 : 9;
+}
+
+enum { CV_UINT = 0, CV_NEGINT = 1, CV_TEXT = 3, CV_ARRAY = 4, CV_MAP = 5 };
+
+/* Append a head and n payload bytes to the value scratch. */
+static inline bool cv_put(struct conv *c, unsigned mt, uint64_t v, const void *payload, size_t n)
+{
+    if (!scratch_room(&c->vals, BR_CBOR_HEAD_MAX + n))
+        return false;
+    uint8_t *o = c->vals.p + c->vals.len;
+    size_t hn = cv_head(o, mt, v);
+    if (n)
+        memcpy(o + hn, payload, n);
+    c->vals.len += hn + n;
+    return true;
+}
+
+static inline bool cv_byte(struct conv *c, uint8_t b)
+{
+    if (!scratch_room(&c->vals, 1))
+        return false;
+    c->vals.p[c->vals.len++] = b;
+    return true;
+}
+
+static const char *cv_key(const struct conv *c, const struct member *m)
+{
+    return m->in_keys ? (const char *)c->keys.p + m->key : m->k;
+}
+
+static bool cv_push(struct conv *c, const struct member *m)
+{
+    if (c->n == c->cap) {
+        if (c->cap > SIZE_MAX / 2 / sizeof *c->m)
+            return false;
+        struct member *heap = c->m == c->m_small ? NULL : c->m;
+        struct member *nm = br_realloc(heap, 2 * c->cap * sizeof *nm);
+        if (!nm)
+            return false;
+        if (!heap)
+            memcpy(nm, c->m, c->n * sizeof *nm);
+        c->m = nm;
+        c->cap *= 2;
+    }
+    c->m[c->n++] = *m;
+    return true;
+}
+
+/* Powers of ten that a double holds exactly. */
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                               1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* Clinger's fast path: a real whose decimal significand w is at most 2^53 and whose exponent
+ * is within ±22 is w * 10^e or w / 10^-e, both exact doubles, and one IEEE operation rounds
+ * that correctly, to what strtod gives. False when the number does not qualify. */
+static bool real_fast(const struct jnum *n, double *out)
+{
+    if (FLT_EVAL_METHOD != 0) /* extended precision would round twice */
+        return false;
+    uint64_t w = 0;
+    int digits = 0; /* significant digits in w */
+    long e10 = 0;
+    bool frac = false;
+    const char *p = n->start + n->neg;
+    for (; p < n->end; p++) {
+        char ch = *p;
+        if (ch == '.') {
+            frac = true;
+            continue;
+        }
+        if (!is_digit(ch))
+            break; /* the exponent */
+        if (frac)
+            e10--;
+        if (digits == 0 && ch == '0')
+            continue;
+        if (++digits > 19)
+            return false;
+        w = w * 10 + (uint64_t)(ch - '0');
+    }
+    if (p < n->end) { /* 'e' or 'E', then an optional sign and digits (scanned already) */
+        bool eneg = false;
+        long x = 0;
+        p++;
+        if (*p == '+' || *p == '-') {
+            eneg = *p == '-';
+            p++;
+        }
+        for (; p < n->end; p++) {
+            x = x * 10 + (*p - '0');
+            if (x > 100000)
+                return false;
+        }
+        e10 += eneg ? -x : x;
+    }
+    if (w > (uint64_t)1 << 53 || e10 < -22 || e10 > 22)
+        return false;
+    double d = (double)w;
+    if (e10 < 0)
+        d /= POW10[-e10];
+    else
+        d *= POW10[e10];
+    *out = n->neg ? -d : d;
+    return true;
+}
+
+static bool cv_put_double(struct conv *c, double d)
+{
+    uint8_t out[BR_CBOR_HEAD_MAX];
+    size_t k = br_cbor_double_encode(out, d);
+    return k && scratch_append(&c->vals, out, k);
+}
+
+/* Any number, through the parser's own checks (jp_number_scan, jp_number_int). */
+static bool cv_number_any(struct conv *c)
+{
+    struct jparser *jp = &c->jp;
+    struct jnum n;
+    if (!jp_number_scan(jp, &n))
+        return false;
+    if (!n.real) {
+        json_int_t v;
+        if (!jp_number_int(jp, &n, &v))
+            return false;
+        jp->p = n.end;
+        if (v >= 0)
+            return cv_put(c, CV_UINT, (uint64_t)v, NULL, 0);
+        return cv_put(c, CV_NEGINT, (uint64_t)(-(v + 1)), NULL, 0);
+    }
+    double d;
+    if (!real_fast(&n, &d) && !jp_number_strtod(jp, &n, &d))
+        return false;
+    jp->p = n.end;
+    return cv_put_double(c, d);
+}
+
+/* The usual numbers in one pass: an integer of 1 to 18 digits, or one with a fraction, at most
+ * 19 digits in all, whose value Clinger's fast path gives exactly (see real_fast). Anything
+ * else (an exponent, a leading zero, more digits, bad syntax) goes to cv_number_any, so what
+ * is accepted and its value are those of the general path. */
+static bool cv_number(struct conv *c)
+{
+    struct jparser *jp = &c->jp;
+    const char *end = jp->end;
+    bool neg = *jp->p == '-';
+    const char *d = jp->p + neg, *q = d;
+    uint64_t w = 0;
+    while (q < end && is_digit(*q) && q - d < 19)
+        w = w * 10 + (uint64_t)(*q++ - '0');
+    size_t nint = (size_t)(q - d);
+    if (nint == 0 || nint > 18 || (*d == '0' && nint > 1))
+        return cv_number_any(c);
+    if (q == end || (*q != '.' && *q != 'e' && *q != 'E')) { /* an integer below 10^18 */
+        jp->p = q;
+        if (!neg || w == 0) /* -0 is the integer 0 */
+            return cv_put(c, CV_UINT, w, NULL, 0);
+        return cv_put(c, CV_NEGINT, w - 1, NULL, 0);
+    }
+    if (*q != '.')
+        return cv_number_any(c);
+    const char *f = ++q;
+    while (q < end && is_digit(*q) && (size_t)(q - f) + nint < 19)
+        w = w * 10 + (uint64_t)(*q++ - '0');
+    size_t nfrac = (size_t)(q - f);
+    if (nfrac == 0 || nfrac > 22 || w > (uint64_t)1 << 53 ||
+        (q < end && (is_digit(*q) || *q == 'e' || *q == 'E')))
+        return cv_number_any(c);
+    if (FLT_EVAL_METHOD != 0) /* as in real_fast */
+        return cv_number_any(c);
+    double v = (double)w / POW10[nfrac];
+    jp->p = q;
+    return cv_put_double(c, neg ? -v : v);
+}
+
+static bool cv_object(struct conv *c, unsigned depth, bool top);
+static bool cv_value(struct conv *c, unsigned depth);
+
+/* An array: a one-byte head now, widened when the count is known. */
+static bool cv_array(struct conv *c, unsigned depth)
+{
+    struct jparser *jp = &c->jp;
+    size_t start = c->vals.len;
+    uint64_t count = 0;
+    if (!cv_byte(c, 0x80))
+        return false;
+    jp->p++; /* '[' */
+    jp_ws(jp);
+    if (jp->p < jp->end && *jp->p == ']') {
+        jp->p++;
+        return true;
+    }
+    for (;;) {
+        if (!cv_value(c, depth))
+            return false;
+        count++;
+        jp_ws(jp);
+        if (jp->p < jp->end && *jp->p == ',') {
+            jp->p++;
+            continue;
+        }
+        if (jp->p < jp->end && *jp->p == ']') {
+            jp->p++;
+            break;
+        }
+        return false;
+    }
+    uint8_t h[BR_CBOR_HEAD_MAX];
+    size_t hn = cv_head(h, CV_ARRAY, count);
+    if (hn > 1) {
+        if (!scratch_room(&c->vals, hn - 1))
+            return false;
+        memmove(c->vals.p + start + hn, c->vals.p + start + 1, c->vals.len - start - 1);
+        c->vals.len += hn - 1;
+    }
+    memcpy(c->vals.p + start, h, hn);
+    return true;
+}
+
+/* The string token at jp->p (its opening quote), as jp_string reads it. The usual string, plain
+ * ASCII without escapes, is found here eight bytes at a time; any other goes to jp_string. */
+static inline bool cv_string(struct conv *c, const char **s, size_t *n)
+{
+    struct jparser *jp = &c->jp;
+    const char *start = jp->p + 1;
+    size_t k = plain_run(start, jp->end);
+    if (start + k < jp->end && start[k] == '"') {
+        *s = start;
+        *n = k;
+        jp->p = start + k + 1;
+        return true;
+    }
+    return jp_string(jp, s, n);
+}
+
+/* One body value at depth (counted as jp_value counts it) into the value scratch. */
+static bool cv_value(struct conv *c, unsigned depth)
+{
+    struct jparser *jp = &c->jp;
+    jp_ws(jp);
+    if (jp->p >= jp->end)
+        return false;
+    switch (*jp->p) {
+    case '{':
+        /* to_cbor refuses a container inside BR_CBOR_MAX_DEPTH others */
+        return depth < BR_CBOR_MAX_DEPTH && cv_object(c, depth + 1, false);
+    case '[':
+        return depth < BR_CBOR_MAX_DEPTH && cv_array(c, depth + 1);
+    case '"': {
+        const char *s;
+        size_t n;
+        return cv_string(c, &s, &n) && cv_put(c, CV_TEXT, n, s, n);
+    }
+    case 't':
+        return jp_word(jp, "true", 4) && cv_byte(c, 0xf5);
+    case 'f':
+        return jp_word(jp, "false", 5) && cv_byte(c, 0xf4);
+    case 'n':
+        return jp_word(jp, "null", 4) && cv_byte(c, 0xf6);
+    default:
+        return cv_number(c);
+    }
+}
+
+/* The value of a top-level "_" member m: a string _id is kept as a span, anything else is
+ * parsed into a jansson value for parse_members. */
+static bool cv_meta(struct conv *c, const struct member *m, unsigned depth)
+{
+    struct jparser *jp = &c->jp;
+    if (key_is(cv_key(c, m), m->key_len, "_id")) {
+        jp_ws(jp);
+        if (jp->p >= jp->end || *jp->p != '"')
+            return false; /* not a string: the tree path says why */
+        const char *s;
+        size_t n;
+        if (!jp_string(jp, &s, &n))
+            return false;
+        c->have_id = true;
+        c->id_len = n;
+        c->id_in_keys = s == jp->small || s == jp->heap;
+        if (!c->id_in_keys) {
+            c->id = (size_t)(s - c->text);
+            return true;
+        }
+        c->id = c->keys.len;
+        return scratch_append(&c->keys, s, n);
+    }
+    json_t *v = jp_value(jp, depth);
+    if (!v)
+        return false;
+    if (!c->meta) {
+        c->meta = json_object();
+        if (!c->meta) {
+            json_decref(v);
+            return false;
+        }
+    }
+    /* takes v, even on failure; a duplicate key replaces, and is refused at the object's end */
+    return json_object_setn_new_nocheck(c->meta, cv_key(c, m), m->key_len, v) == 0;
+}
+
+static bool cv_member(struct conv *c, unsigned depth, bool top)
+{
+    struct jparser *jp = &c->jp;
+    const char *k;
+    size_t klen;
+    if (!cv_string(c, &k, &klen))
+        return false;
+    struct member m = {.k = k, .key_len = klen, .meta = top && klen && k[0] == '_'};
+    if (k == jp->small || k == jp->heap) { /* the parser's scratch: the value reuses it */
+        m.in_keys = true;
+        m.key = c->keys.len;
+        if (!scratch_append(&c->keys, k, klen))
+            return false;
+    }
+    jp_ws(jp);
+    if (jp->p >= jp->end || *jp->p != ':')
+        return false;
+    jp->p++;
+    m.val = c->vals.len;
+    if (!(m.meta ? cv_meta(c, &m, depth) : cv_value(c, depth)))
+        return false;
+    m.val_len = c->vals.len - m.val;
+    return cv_push(c, &m);
+}
+
+static inline int member_order(const struct member *x, const struct member *y)
+{
+    return key_order(x->k, x->key_len, y->k, y->key_len);
+}
+
+static int member_cmp(const void *a, const void *b)
+{
+    return member_order(a, b);
+}
+
+/* Sort the members from base up in canonical key order; false on a duplicate key. */
+static bool cv_sort(struct conv *c, size_t base)
+{
+    struct member *m = c->m + base;
+    size_t n = c->n - base;
+    for (size_t i = 0; i < n; i++)
+        if (m[i].in_keys)
+            m[i].k = cv_key(c, &m[i]);
+    if (n > 16) {
+        qsort(m, n, sizeof *m, member_cmp);
+        for (size_t i = 1; i < n; i++)
+            if (member_order(&m[i - 1], &m[i]) == 0)
+                return false;
+        return true;
+    }
+    for (size_t i = 1; i < n; i++) { /* insertion sort: cheaper than qsort when small */
+        struct member cur = m[i];
+        size_t j = i;
+        for (; j > 0; j--) {
+            int o = member_order(&m[j - 1], &cur);
+            if (o == 0)
+                return false; /* an equal key is the first one not above cur */
+            if (o < 0)
+                break;
+            m[j] = m[j - 1];
+        }
+        m[j] = cur;
+    }
+    return true;
+}
+
+/* Bytes of the map of the (sorted) non-metadata members from base up; *count gets their
+ * number. */
+static size_t cv_map_len(const struct conv *c, size_t base, size_t *count)
+{
+    size_t n = 0, len = 0;
+    for (size_t i = base; i < c->n; i++) {
+        const struct member *m = &c->m[i];
+        if (m->meta)
+            continue;
+        n++;
+        len += cv_head_len(m->key_len) + m->key_len + m->val_len;
+    }
+    *count = n;
+    return cv_head_len(n) + len;
+}
+
+/* Write that map to out, which has room for it. */
+static void cv_map_write(const struct conv *c, size_t base, size_t count, uint8_t *out)
+{
+    uint8_t *o = out + cv_head(out, CV_MAP, count);
+    for (size_t i = base; i < c->n; i++) {
+        const struct member *m = &c->m[i];
+        if (m->meta)
+            continue;
+        o += cv_head(o, CV_TEXT, m->key_len);
+        memcpy(o, m->k, m->key_len);
+        o += m->key_len;
+        memcpy(o, c->vals.p + m->val, m->val_len);
+        o += m->val_len;
+    }
+}
+
+/* An object whose members' values are at depth. A nested object replaces its members' values
+ * in the value scratch with its canonical map; the top-level object leaves its members on the
+ * stack for cv_doc. */
+static bool cv_object(struct conv *c, unsigned depth, bool top)
+{
+    struct jparser *jp = &c->jp;
+    size_t base = c->n, keys_base = c->keys.len, vals_base = c->vals.len;
+    jp->p++; /* '{' */
+    jp_ws(jp);
+    if (jp->p >= jp->end || *jp->p != '}') {
+        for (;;) {
+            if (jp->p >= jp->end || *jp->p != '"' || !cv_member(c, depth, top))
+                return false;
+            jp_ws(jp);
+            if (jp->p < jp->end && *jp->p == ',') {
+                jp->p++;
+                jp_ws(jp);
+                continue;
+            }
+            if (jp->p < jp->end && *jp->p == '}')
+                break;
+            return false;
+        }
+    }
+    jp->p++; /* '}' */
+    if (top)
+        return true;
+    if (!cv_sort(c, base))
+        return false;
+    size_t count, len = cv_map_len(c, base, &count);
+    if (!scratch_room(&c->vals, len))
+        return false;
+    /* written past the values it reads, then moved down over them */
+    cv_map_write(c, base, count, c->vals.p + c->vals.len);
+    memmove(c->vals.p + vals_base, c->vals.p + c->vals.len, len);
+    c->vals.len = vals_base + len;
+    c->n = base;
+    c->keys.len = keys_base;
+    return true;
+}
+
+/* The whole document; on success d holds what br_json_doc_parse would have made. */
+static bool cv_doc(struct conv *c, const char *id_from_url, struct br_json_doc *d)
+{
+    struct jparser *jp = &c->jp;
+    jp_ws(jp);
+    if (jp->p >= jp->end || *jp->p != '{' || !cv_object(c, 1, true))
+        return false;
+    jp_ws(jp);
+    if (jp->p != jp->end || !cv_sort(c, 0))
+        return false;
+    const char *id = NULL;
+    if (c->have_id)
+        id = c->id_in_keys ? (const char *)c->keys.p + c->id : c->text + c->id;
+    if (parse_members(c->meta, id, c->id_len, id_from_url, d, NULL) != BR_OK)
+        return false;
+    size_t count, len = cv_map_len(c, 0, &count);
+    /* exactly the bytes and the NUL (br_buf_reserve would round up): d->body is final */
+    uint8_t *body = br_malloc(len + 1);
+    if (!body)
+        return false;
+    cv_map_write(c, 0, count, body);
+    body[len] = 0;
+    d->body.data = body;
+    d->body.len = len;
+    d->body.cap = len + 1;
+    d->put.body = d->body.data;
+    d->put.body_len = d->body.len;
+    d->put.body_trusted = true; /* made by to_cbor / cv_*: valid and canonical */
+    return true;
+}
+
+br_err store_json_doc_fast(const char *text, size_t len, const char *id_from_url,
+                           struct br_json_doc *d)
+{
+    memset(d, 0, sizeof *d);
+    br_buf_init(&d->body, 0);
+    if (!text)
+        return BR_EINVAL;
+    struct conv cs; /* not zeroed as a whole: the inline storage is 3 KiB */
+    struct conv *c = &cs;
+    c->jp.p = c->jp.line_start = text;
+    c->jp.end = text + len;
+    c->jp.line = 1;
+    c->jp.err = BR_OK;
+    c->jp.eb = NULL; /* refusals are worded by the tree path */
+    c->jp.heap = NULL;
+    c->jp.heap_cap = 0;
+    c->text = text;
+    scratch_init(&c->vals, c->vals_small, sizeof c->vals_small);
+    scratch_init(&c->keys, c->keys_small, sizeof c->keys_small);
+    c->m = c->m_small;
+    c->n = 0;
+    c->cap = CV_MEMBERS;
+    c->meta = NULL;
+    c->have_id = c->id_in_keys = false;
+    c->id = c->id_len = 0;
+    bool ok = cv_doc(c, id_from_url, d);
+    json_decref(c->meta);
+    br_free(c->jp.heap);
+    br_free(c->vals.heap);
+    br_free(c->keys.heap);
+    if (c->m != c->m_small)
+        br_free(c->m);
+    if (ok)
+        return BR_OK;
+    br_json_doc_fini(d);
+    br_buf_init(&d->body, 0);
+    return BR_EINVAL;
+}
+
+br_err br_json_doc_parse_text(const char *text, size_t len, size_t max, const char *id_from_url,
+                              struct br_json_doc *d, struct br_errbuf *eb)
+{
+    if ((!max || len <= max) && store_json_doc_fast(text, len, id_from_url, d) == BR_OK)
+        return BR_OK;
+    /* The tree path decides, and words, every refusal. */
+    json_t *j = NULL;
+    br_err e = br_json_parse(text, len, max, &j, eb);
+    if (e) {
+        memset(d, 0, sizeof *d);
+        br_buf_init(&d->body, 0);
+        return e;
+    }
+    e = br_json_doc_parse(j, id_from_url, d, eb);
+    json_decref(j);
+    return e;
 }
 
 /* ---- rendering ---- */

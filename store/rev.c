@@ -22,9 +22,27 @@
 
 #define HASH_BYTES 16 /* BLAKE2b-128 */
 
+/* 1 for the lowercase hex digits, by byte value (rev_valid runs on every revision added). */
+static const uint8_t LOWER_HEX[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+};
+
 static bool is_lower_hex(char c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+    return LOWER_HEX[(unsigned char)c] != 0;
+}
+
+/* Lowercase hex of n bytes into out (2n characters and a NUL). A revision hash is public, so
+ * this need not be constant-time like sodium_bin2hex, which cost more than the hash. */
+static void to_hex(char *out, const uint8_t *p, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
 }
 
 /* Decimal 1..BR_REV_GEN_MAX, no sign, no leading zero. */
@@ -226,7 +244,7 @@ br_err br_rev_make(const struct br_rev *parent, bool deleted, const uint8_t *bod
         e = BR_ECRYPTO;
         goto out;
     }
-    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+    to_hex(hex, digest, sizeof digest);
     out->gen = parent ? parent->gen + 1 : 1;
     out->hash_len = 2 * HASH_BYTES;
     memcpy(out->hash, hex, sizeof hex);

@@ -9,9 +9,10 @@
 
 #include "barrel/alloc.h"
 #include "barrel/log.h"
+
 #include "store_int.h"
 
-static const char *const cf_names[CF_COUNT] = {"default", "meta", "docs",   "changes",
+static const char *const cf_names[CF_COUNT] = {"default", "meta", "docs", "changes",
                                                "local",   "atts", "index"};
 
 br_err store_rdb_err(char *err, const char *what)
@@ -76,11 +77,26 @@ br_err store_prefix_end(const uint8_t *prefix, size_t n, br_buf *out)
     return BR_EINVAL; /* all 0xff: no end key; callers never build such prefixes */
 }
 
-br_err store_get(br_store *s, enum cf_id cf, const void *key, size_t klen, char **out,
-                 size_t *len)
+br_err store_get(br_store *s, enum cf_id cf, const void *key, size_t klen, char **out, size_t *len)
 {
     char *err = NULL;
     *out = rocksdb_get_cf(s->rdb, s->ro, s->cf[cf], key, klen, len, &err);
+    if (err)
+        return store_rdb_err(err, "get");
+    return BR_OK;
+}
+
+br_err store_get_cached(br_store *s, enum cf_id cf, const void *key, size_t klen, char **out,
+                        size_t *len)
+{
+    char *err = NULL;
+    *out = rocksdb_get_cf(s->rdb, s->ro_cached, s->cf[cf], key, klen, len, &err);
+    /* Status::Incomplete ("Result incomplete: no blocking io") is not an error: the block
+     * the answer is in is not in memory */
+    if (err && strncmp(err, "Result incomplete", 17) == 0) {
+        rocksdb_free(err);
+        return BR_EWOULDBLOCK;
+    }
     if (err)
         return store_rdb_err(err, "get");
     return BR_OK;
@@ -200,7 +216,7 @@ static rocksdb_options_t *cf_options(br_store *s, enum cf_id cf)
     rocksdb_options_set_compression(o, rocksdb_lz4_compression);
     rocksdb_options_set_block_based_table_factory(o, s->table);
     rocksdb_options_set_write_buffer_size(o, cf == CF_DOCS || cf == CF_CHANGES ? 64u << 20
-                                                                                : 16u << 20);
+                                                                               : 16u << 20);
     if (cf == CF_DOCS || cf == CF_LOCAL) {
         /* Every write looks its document up first, and most bulk and replicated writes look up
          * an id that is not there: a whole-key bloom filter in the memtable answers those
@@ -277,8 +293,7 @@ br_err br_store_open(const struct br_store_opts *o, br_store **out, struct br_er
     if (!o || !o->path || !*o->path)
         return br_fail(eb, BR_EINVAL, "no data directory given");
     if (mkdir(o->path, 0700) != 0 && errno != EEXIST)
-        return br_fail(eb, BR_EIO, "cannot create data directory %s: %s", o->path,
-                       strerror(errno));
+        return br_fail(eb, BR_EIO, "cannot create data directory %s: %s", o->path, strerror(errno));
     br_store *s = br_calloc(1, sizeof *s);
     if (!s)
         return BR_ENOMEM;
@@ -302,17 +317,28 @@ br_err br_store_open(const struct br_store_opts *o, br_store **out, struct br_er
     s->cache = rocksdb_cache_create_lru(o->cache_bytes ? o->cache_bytes : 32u << 20);
     s->table = rocksdb_block_based_options_create();
     rocksdb_block_based_options_set_block_cache(s->table, s->cache);
-    rocksdb_block_based_options_set_filter_policy(s->table,
-                                                  rocksdb_filterpolicy_create_bloom(10));
+    rocksdb_block_based_options_set_filter_policy(s->table, rocksdb_filterpolicy_create_bloom(10));
     rocksdb_block_based_options_set_cache_index_and_filter_blocks(s->table, 1);
+    /* Point reads (get, find's candidates, every write's lookup) dominate: a hash index in
+     * each data block finds a key without the binary search, and L0's index and filter
+     * blocks stay pinned so a lookup does not pay cache lookups for them
+     * (bench/query_bench.c part 1, bench/store_bench.c get). */
+    rocksdb_block_based_options_set_data_block_index_type(
+        s->table, rocksdb_block_based_table_data_block_index_type_binary_search_and_hash);
+    rocksdb_block_based_options_set_data_block_hash_ratio(s->table, 0.75);
+    rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(s->table, 1);
 
     s->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->opts, 1);
     rocksdb_options_set_create_missing_column_families(s->opts, 1);
     rocksdb_options_increase_parallelism(s->opts, 2);
+    /* All memtables together stay under 16 MiB: an idle node holding freshly written data
+     * otherwise keeps up to 64 MiB per busy column family resident (bench/http_bench.sh). */
+    rocksdb_options_set_db_write_buffer_size(s->opts, 16u << 20);
     rocksdb_options_set_max_background_jobs(s->opts, 2);
     rocksdb_options_set_keep_log_file_num(s->opts, 3);
     rocksdb_options_set_max_total_wal_size(s->opts, 256u << 20);
+    rocksdb_options_set_allow_concurrent_memtable_write(s->opts, 0);
     for (int i = 0; i < CF_COUNT; i++)
         s->cf_opts[i] = cf_options(s, (enum cf_id)i);
 
@@ -335,6 +361,8 @@ br_err br_store_open(const struct br_store_opts *o, br_store **out, struct br_er
     s->wo = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->wo, 0);
     s->ro = rocksdb_readoptions_create();
+    s->ro_cached = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_read_tier(s->ro_cached, 1); /* kBlockCacheTier */
     e = restore_clock(s);
     if (!e)
         e = sweep_all(s);
@@ -370,6 +398,8 @@ void br_store_close(br_store *s)
         rocksdb_writeoptions_destroy(s->wo);
     if (s->ro)
         rocksdb_readoptions_destroy(s->ro);
+    if (s->ro_cached)
+        rocksdb_readoptions_destroy(s->ro_cached);
     for (int i = 0; i < CF_COUNT; i++)
         if (s->cf_opts[i])
             rocksdb_options_destroy(s->cf_opts[i]);
@@ -390,6 +420,26 @@ void br_store_close(br_store *s)
 br_hlc_clock *br_store_clock(br_store *s)
 {
     return s->clock;
+}
+
+uint64_t br_store_write_count(const br_store *s)
+{
+    return atomic_load(&((br_store *)s)->written);
+}
+
+br_err br_store_flush(br_store *s)
+{
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    br_err e = BR_OK;
+    for (int i = 0; i < CF_COUNT && !e; i++) {
+        char *err = NULL;
+        rocksdb_flush_cf(s->rdb, fo, s->cf[i], &err);
+        if (err)
+            e = store_rdb_err(err, "flush");
+    }
+    rocksdb_flushoptions_destroy(fo);
+    return e;
 }
 
 const struct br_env *br_store_env(br_store *s)
@@ -414,8 +464,8 @@ static br_err catalog_get(br_store *s, const char *name, size_t len, uint8_t dbi
         return BR_ENOTFOUND;
     if (vl != 8) {
         rocksdb_free(v);
-        br_log(BR_LOG_ERROR, "store", "op=catalog db=%.*s msg=\"corrupt catalog record\"",
-               (int)len, name);
+        br_log(BR_LOG_ERROR, "store", "op=catalog db=%.*s msg=\"corrupt catalog record\"", (int)len,
+               name);
         return BR_ESTORE;
     }
     memcpy(dbid, v, 4);
@@ -433,8 +483,7 @@ static br_err catalog_put(br_store *s, rocksdb_writebatch_t *wb, const char *nam
     memcpy(key + 1, name, len);
     memcpy(val, dbid, 4);
     store_be32(val + 4, revs_limit);
-    rocksdb_writebatch_put_cf(wb, s->cf[CF_META], (const char *)key, len + 1, (const char *)val,
-                              8);
+    rocksdb_writebatch_put_cf(wb, s->cf[CF_META], (const char *)key, len + 1, (const char *)val, 8);
     return BR_OK;
 }
 
@@ -540,8 +589,8 @@ br_err br_store_db_delete(br_store *s, const char *name, struct br_errbuf *eb)
     dkey[4] = 'i'; /* the index policy */
     rocksdb_writebatch_delete_cf(wb, s->cf[CF_META], (const char *)dkey, 5);
     for (int cf = CF_DOCS; cf < CF_COUNT; cf++)
-        rocksdb_writebatch_delete_range_cf(wb, s->cf[cf], (const char *)dbid, 4,
-                                           (const char *)end, 4);
+        rocksdb_writebatch_delete_range_cf(wb, s->cf[cf], (const char *)dbid, 4, (const char *)end,
+                                           4);
     uint64_t ticket;
     e = store_write(s, wb, &ticket);
     rocksdb_writebatch_destroy(wb);
@@ -711,6 +760,9 @@ void br_db_close(br_db *db)
     subs_release(db);
     find_cursors_release(db);
     index_policy_free(db);
+    rocksdb_writebatch_t *spare = atomic_exchange(&db->wb_spare, NULL);
+    if (spare)
+        rocksdb_writebatch_destroy(spare);
     pthread_rwlock_destroy(&db->ipol_rw);
     pthread_mutex_destroy(&db->cur_mu);
     pthread_mutex_destroy(&db->wmu);

@@ -54,10 +54,13 @@ struct br_db {
     char name[BR_DB_NAME_MAX + 1];
     uint8_t dbid[4];
     uint32_t revs_limit;
-    int refs;     /* under s->cat_mu */
-    bool deleted; /* under wmu; set by br_store_db_delete */
+    int refs;            /* under s->cat_mu */
+    atomic_bool deleted; /* written under wmu by br_store_db_delete; read anywhere */
 
     pthread_mutex_t wmu; /* serialises writers: HLC order == commit order within the db */
+    /* A cleared write batch kept for the next write (docs.c): reusing its buffer spares every
+     * batch the growth copies and fresh-page faults of a new one (bench/store_bench.c). */
+    _Atomic(rocksdb_writebatch_t *) wb_spare;
     pthread_cond_t chg_cv;
     /* Counters and digest, as committed (under wmu). */
     struct br_db_digest digest;
@@ -68,12 +71,12 @@ struct br_db {
     /* Index policy (index.c): which paths get postings. Changed under wmu and ipol_rw
      * write-held; find holds it read while it plans and takes its snapshot. */
     pthread_rwlock_t ipol_rw;
-    bool ipol_all;               /* every path */
-    char **ipol;                 /* else these key patterns (none: the default) */
+    bool ipol_all; /* every path */
+    char **ipol;   /* else these key patterns (none: the default) */
     size_t n_ipol;
     br_pattern_trie *ipol_trie;
-    uint64_t ipol_gen;           /* bumped by every change: continuation tokens check it */
-    struct subs *subs;         /* subscriptions (subs.c), created under cur_mu */
+    uint64_t ipol_gen; /* bumped by every change: continuation tokens check it */
+    struct subs *subs; /* subscriptions (subs.c), created under cur_mu */
     atomic_uint_fast64_t n_subs;
     pthread_mutex_t cur_mu; /* find cursors (find.c) */
     struct find_cursor *cursors[64];
@@ -95,6 +98,7 @@ struct br_store {
     rocksdb_column_family_handle_t *cf[CF_COUNT];
     rocksdb_writeoptions_t *wo;
     rocksdb_readoptions_t *ro;
+    rocksdb_readoptions_t *ro_cached; /* read tier: memtables and block cache only */
     const struct br_env *env;
     br_hlc_clock *clock;
     size_t max_doc_bytes;
@@ -122,8 +126,11 @@ br_err store_write(br_store *s, rocksdb_writebatch_t *wb, uint64_t *ticket);
 /* Wait until the WAL is fsync'd past `ticket` (group commit: one fsync serves many). */
 br_err store_sync(br_store *s, uint64_t ticket);
 /* Read one key; *out NULL when missing. Caller frees *out with rocksdb_free. */
-br_err store_get(br_store *s, enum cf_id cf, const void *key, size_t klen, char **out,
-                 size_t *len);
+br_err store_get(br_store *s, enum cf_id cf, const void *key, size_t klen, char **out, size_t *len);
+/* store_get from memory only (memtables and block cache): BR_EWOULDBLOCK when the answer
+ * needs a disk read. */
+br_err store_get_cached(br_store *s, enum cf_id cf, const void *key, size_t klen, char **out,
+                        size_t *len);
 /* Build "dbid + suffix" keys into a buf. */
 br_err store_key(br_buf *k, const uint8_t dbid[4], const void *a, size_t alen);
 /* The key that follows every key beginning with prefix (prefix + 1 as a big number). */
@@ -169,8 +176,8 @@ struct att_batch;
 
 /* The data of one leaf revision: its body and attachment stubs. */
 struct leafdata {
-    uint32_t node;     /* index in the tree when decoded; the encoder looks the rev up again */
-    struct br_rev rev; /* which leaf this is (indices move when a tree is pruned) */
+    uint32_t node;       /* index in the tree when decoded; the encoder looks the rev up again */
+    struct br_rev rev;   /* which leaf this is (indices move when a tree is pruned) */
     const uint8_t *body; /* canonical CBOR map; borrowed from the record or owned via own */
     size_t body_len;
     struct br_att_stub *atts; /* owned */
@@ -218,8 +225,7 @@ void att_batch_free(struct att_batch *ab); /* NULL is a no-op */
  * BR_ENOTFOUND (a stub or blob key that resolves to nothing), BR_ENOMEM, BR_ESTORE. */
 br_err att_prepare(struct br_db *db, rocksdb_writebatch_t *wb, struct att_batch *ab,
                    const struct br_att_in *in, size_t n, const struct leafdata *parent,
-                   uint64_t revpos, struct br_att_stub **out, size_t *n_out,
-                   struct br_errbuf *eb);
+                   uint64_t revpos, struct br_att_stub **out, size_t *n_out, struct br_errbuf *eb);
 /* A leaf gained (+1) or lost (-1) a reference to blob `key`. */
 br_err att_ref(struct att_batch *ab, const uint8_t key[32], int delta);
 /* Apply the batch's reference deltas to the stored counts in wb; a blob whose count reaches zero
@@ -263,8 +269,7 @@ enum { IDX_NULL = 0x10, IDX_FALSE = 0x20, IDX_TRUE = 0x21, IDX_NUM = 0x30, IDX_S
 /* dbid | esc(keys) */
 br_err index_path_prefix(br_buf *k, const uint8_t dbid[4], const char *keys, size_t len);
 /* Append tag | value for a scalar (string values are cut). */
-br_err index_put_value(br_buf *k, enum br_pv_type t, int64_t i, double f, const char *s,
-                       size_t n);
+br_err index_put_value(br_buf *k, enum br_pv_type t, int64_t i, double f, const char *s, size_t n);
 /* Append tag | the order-preserving 8 bytes of d (numbers). */
 br_err index_put_number(br_buf *k, double d);
 /* Append the escaped string s (no cut) and its terminator; without terminator for prefixes. */

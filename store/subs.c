@@ -17,17 +17,25 @@
 
 #include "barrel/alloc.h"
 #include "barrel/log.h"
+
 #include "store_int.h"
 
-struct sub_ev {
-    char *block; /* shared by every subscription the change hit: a refcount, then id, topic
-                  * pointers and topic text (ev_make) */
-    size_t id_len;
-    struct br_rev rev;
+/* The event of one change, built once by the writer and shared (refcounted) by every
+ * subscription it hit: this head, then the id (NUL-terminated), the topic pointers and the
+ * topic text, in one allocation (ev_make). A subscription's ring holds only the pointer, so a
+ * change hitting nine subscriptions writes one block and nine words, not nine copies that the
+ * delivery thread, on the other core, then pulls across (bench/query_bench.c part 2). */
+struct ev_head {
+    atomic_int refs;
     bool deleted;
+    size_t id_len, n_paths;
+    struct br_rev rev;
     struct br_hlc seq;
     const char **paths;
-    size_t n_paths;
+};
+
+struct sub_ev {
+    struct ev_head *h;
 };
 
 struct br_sub {
@@ -37,21 +45,21 @@ struct br_sub {
     char **patterns; /* as registered in the trie */
     size_t n_patterns;
     const br_query *query;
-    struct sub_ev *ring; /* grows on demand up to max (bench: preallocating cost 136 KiB each) */
+    struct sub_ev *ring; /* grows on demand up to max (one pointer per queued event) */
     size_t cap, max, head, len;
     bool overflowing;
     uint64_t dropped_now; /* dropped since overflow began */
     uint64_t delivered, dropped_total;
     uint64_t stamp; /* last publish that hit it */
     bool closed, busy, ready;
-    bool self_closed; /* closed from its own callback: the delivery thread frees it */
+    bool self_closed;    /* closed from its own callback: the delivery thread frees it */
     atomic_bool closing; /* set by br_sub_close: the delivery thread stops mid-batch */
     struct br_sub *next_ready;
 };
 
 struct subs {
     pthread_mutex_t mu;
-    pthread_cond_t cv;      /* work for the thread, or a callback finished */
+    pthread_cond_t cv; /* work for the thread, or a callback finished */
     br_pattern_trie *trie;
     br_sub **all;
     size_t n, cap;
@@ -67,16 +75,13 @@ struct subs {
     br_sub **hits;
     size_t hits_cap;
     uint64_t stamp;
-    br_sub *in_cb; /* whose callback runs now */
 };
-
-#define BLOCK_HDR 16 /* atomic refcount, padded so the id stays aligned */
 
 static void ev_free(struct sub_ev *e)
 {
-    if (e->block && atomic_fetch_sub((atomic_int *)(void *)(e->block - BLOCK_HDR), 1) == 1)
-        br_free(e->block - BLOCK_HDR);
-    memset(e, 0, sizeof *e);
+    if (e->h && atomic_fetch_sub(&e->h->refs, 1) == 1)
+        br_free(e->h);
+    e->h = NULL;
 }
 
 static void make_ready(struct subs *sb, br_sub *s)
@@ -125,11 +130,12 @@ static void sub_free(br_sub *s)
 #define DELIVER_BATCH 256
 #define NAP_NS 200000 /* after draining, look again once before sleeping (see below) */
 
-static void ev_view(const struct sub_ev *h, struct br_sub_event *ev)
+static void ev_view(const struct sub_ev *e, struct br_sub_event *ev)
 {
+    const struct ev_head *h = e->h;
     memset(ev, 0, sizeof *ev);
     ev->kind = BR_SUB_CHANGE;
-    ev->id = h->block;
+    ev->id = (const char *)(h + 1);
     ev->id_len = h->id_len;
     ev->rev = h->rev;
     ev->deleted = h->deleted;
@@ -138,22 +144,31 @@ static void ev_view(const struct sub_ev *h, struct br_sub_event *ev)
     ev->n_paths = h->n_paths;
 }
 
-/* The delivery thread. It takes a subscription's queued events in batches (one lock round
- * trip per batch, not per event: writers publish under the same mutex), calls the callback for
- * each while the subscription is marked busy, and stops mid-batch when the subscription is
- * closed. When nothing is ready it naps NAP_NS once without asking to be woken, so a steady
- * stream of writes is picked up in batches without a wake-up (a futex call) per write; only
- * then does it sleep until a writer signals. */
+/* The delivery thread. Under the mutex it takes the queued events of every ready
+ * subscription, up to DELIVER_BATCH in all (one lock round trip per batch, not per
+ * subscription or event: writers publish under the same mutex, and with 10,000 subscriptions
+ * and several hits per write a round trip per subscription made writers queue on the lock,
+ * bench/query_bench.c part 2). It marks those subscriptions busy, calls the callbacks outside
+ * the lock, and stops a subscription's events when it is closed. When nothing is ready it naps
+ * NAP_NS once without asking to be woken, so a steady stream of writes is picked up in batches
+ * without a wake-up (a futex call) per write; only then does it sleep until a writer signals. */
+struct taken {
+    br_sub *s;
+    size_t from, to; /* its events in held[from, to) */
+    bool overflow;
+    uint64_t dropped;
+};
+
 static void *deliver_loop(void *arg)
 {
     struct br_db *db = arg;
     struct subs *sb = db->subs;
     struct sub_ev held[DELIVER_BATCH];
+    struct taken took[DELIVER_BATCH];
     bool napped = false;
     pthread_mutex_lock(&sb->mu);
     while (!sb->stop) {
-        br_sub *s = sb->ready_head;
-        if (!s) {
+        if (!sb->ready_head) {
             if (!napped) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
@@ -172,51 +187,67 @@ static void *deliver_loop(void *arg)
             continue;
         }
         napped = false;
-        sb->ready_head = s->next_ready;
-        if (!sb->ready_head)
-            sb->ready_tail = NULL;
-        s->ready = false;
-        size_t n = 0;
-        while (s->len && n < DELIVER_BATCH) {
-            held[n++] = s->ring[s->head];
-            memset(&s->ring[s->head], 0, sizeof s->ring[s->head]);
-            s->head = (s->head + 1) % s->cap;
-            s->len--;
+        size_t n = 0, nt = 0;
+        while (sb->ready_head && n < DELIVER_BATCH) {
+            br_sub *s = sb->ready_head;
+            sb->ready_head = s->next_ready;
+            if (!sb->ready_head)
+                sb->ready_tail = NULL;
+            s->ready = false;
+            struct taken *t = &took[nt];
+            *t = (struct taken){.s = s, .from = n};
+            while (s->len && n < DELIVER_BATCH) {
+                held[n++] = s->ring[s->head];
+                memset(&s->ring[s->head], 0, sizeof s->ring[s->head]);
+                s->head = (s->head + 1) % s->cap;
+                s->len--;
+            }
+            t->to = n;
+            if (!s->len && s->overflowing) {
+                t->overflow = true;
+                t->dropped = s->dropped_now;
+                s->overflowing = false; /* caught up: changes are queued again */
+                s->dropped_now = 0;
+            }
+            if (t->to == t->from && !t->overflow)
+                continue;
+            s->busy = true;
+            nt++;
         }
-        struct br_sub_event over;
-        bool overflow = false;
-        if (n < DELIVER_BATCH && !s->len && s->overflowing) {
-            memset(&over, 0, sizeof over);
-            over.kind = BR_SUB_OVERFLOW;
-            over.dropped = s->dropped_now;
-            s->overflowing = false; /* caught up: changes are queued again */
-            s->dropped_now = 0;
-            overflow = true;
-        }
-        if (!n && !overflow)
+        if (!nt)
             continue;
-        s->busy = true;
-        sb->in_cb = s;
         pthread_mutex_unlock(&sb->mu);
-        size_t done = 0;
-        for (; done < n && !atomic_load(&s->closing); done++) {
-            struct br_sub_event ev;
-            ev_view(&held[done], &ev);
-            s->fn(s->arg, &ev);
+        for (size_t k = 0; k < nt; k++) {
+            struct taken *t = &took[k];
+            br_sub *s = t->s;
+            size_t i = t->from;
+            for (; i < t->to && !atomic_load(&s->closing); i++) {
+                struct br_sub_event ev;
+                ev_view(&held[i], &ev);
+                s->fn(s->arg, &ev);
+            }
+            if (t->overflow && !atomic_load(&s->closing)) {
+                struct br_sub_event over;
+                memset(&over, 0, sizeof over);
+                over.kind = BR_SUB_OVERFLOW;
+                over.dropped = t->dropped;
+                s->fn(s->arg, &over);
+            }
+            t->to = i; /* what was delivered: the rest was skipped by a close */
         }
-        if (overflow && !atomic_load(&s->closing))
-            s->fn(s->arg, &over);
         for (size_t i = 0; i < n; i++)
             ev_free(&held[i]);
         pthread_mutex_lock(&sb->mu);
-        sb->in_cb = NULL;
-        s->busy = false;
-        s->delivered += done;
-        if (s->closed) { /* unregistered already by br_sub_close; never ready again */
-            if (s->self_closed)
-                sub_free(s); /* else the closer, waiting for busy, frees it */
-        } else if (s->len || s->overflowing) {
-            make_ready(sb, s);
+        for (size_t k = 0; k < nt; k++) {
+            br_sub *s = took[k].s;
+            s->busy = false;
+            s->delivered += took[k].to - took[k].from;
+            if (s->closed) { /* unregistered already by br_sub_close; never ready again */
+                if (s->self_closed)
+                    sub_free(s); /* else the closer, waiting for busy, frees it */
+            } else if (s->len || s->overflowing) {
+                make_ready(sb, s);
+            }
         }
         pthread_cond_broadcast(&sb->cv);
     }
@@ -302,8 +333,7 @@ br_err br_db_subscribe(br_db *db, const struct br_sub_opts *o, br_sub_fn fn, voi
     if (!o || !fn || (!o->n_patterns && !o->query))
         return br_fail(eb, BR_EINVAL, "a subscription needs path patterns or a query");
     if (o->n_patterns > BR_SUB_PATTERNS_MAX)
-        return br_fail(eb, BR_EINVAL, "at most %d patterns per subscription",
-                       BR_SUB_PATTERNS_MAX);
+        return br_fail(eb, BR_EINVAL, "at most %d patterns per subscription", BR_SUB_PATTERNS_MAX);
     for (size_t i = 0; i < o->n_patterns; i++) {
         br_err e = br_pattern_check(o->patterns[i], strlen(o->patterns[i]), eb);
         if (e)
@@ -531,22 +561,26 @@ static void on_hit(void *arg, void *value)
     h->v[h->n++] = s;
 }
 
-/* The event of one change, built once and shared (refcounted) by every subscription it hit:
- * id, topic pointers and topic text in one block. Returns the block's data (after the
- * refcount), with refs 0, or NULL. */
-static char *ev_block(const char *id, size_t id_len, const struct topics *tp, const char ***paths)
+/* The shared event of change c with topics tp (refs 0; the caller counts the rings it joins),
+ * or NULL. */
+static struct ev_head *ev_make(const struct subs_change *c, const struct topics *tp)
 {
-    size_t off = (id_len + 1 + sizeof(char *) - 1) / sizeof(char *) * sizeof(char *);
-    size_t need = BLOCK_HDR + off + tp->n * sizeof(char *);
+    size_t off = (c->id_len + 1 + sizeof(char *) - 1) / sizeof(char *) * sizeof(char *);
+    size_t need = sizeof(struct ev_head) + off + tp->n * sizeof(char *);
     for (size_t i = 0; i < tp->n; i++)
         need += strlen(tp->v[i]) + 1;
-    char *raw = br_malloc(need);
-    if (!raw)
+    struct ev_head *h = br_malloc(need);
+    if (!h)
         return NULL;
-    atomic_init((atomic_int *)(void *)raw, 0);
-    char *b = raw + BLOCK_HDR;
-    memcpy(b, id, id_len);
-    b[id_len] = 0;
+    atomic_init(&h->refs, 0);
+    h->deleted = c->deleted;
+    h->id_len = c->id_len;
+    h->n_paths = tp->n;
+    h->rev = c->rev;
+    h->seq = c->seq;
+    char *b = (char *)(h + 1);
+    memcpy(b, c->id, c->id_len);
+    b[c->id_len] = 0;
     const char **ptrs = (const char **)(void *)(b + off);
     char *text = b + off + tp->n * sizeof(char *);
     for (size_t i = 0; i < tp->n; i++) {
@@ -555,8 +589,8 @@ static char *ev_block(const char *id, size_t id_len, const struct topics *tp, co
         ptrs[i] = text;
         text += l;
     }
-    *paths = tp->n ? ptrs : NULL;
-    return b;
+    h->paths = tp->n ? ptrs : NULL;
+    return h;
 }
 
 void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
@@ -589,8 +623,8 @@ void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
         h.n = 0;
         for (size_t t = 0; t < tp.n; t++)
             br_pattern_trie_match(sb->trie, tp.v[t], strlen(tp.v[t]), on_hit, &h);
-        char *block = NULL;
-        const char **paths = NULL;
+        struct ev_head *block = NULL;
+        int joined = 0;
         for (size_t k = 0; k < h.n; k++) {
             br_sub *s = h.v[k];
             if (s->query && !(c->body && br_query_match(s->query, c->body, c->body_len)))
@@ -603,24 +637,24 @@ void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
                 continue;
             }
             if (!block)
-                block = ev_block(c->id, c->id_len, &tp, &paths);
+                block = ev_make(c, &tp);
             if (!block) {
                 s->overflowing = true; /* out of memory: reported as a drop, not silent */
                 s->dropped_now++;
                 s->dropped_total++;
             } else {
-                struct sub_ev *ev = &s->ring[(s->head + s->len) % s->cap];
-                atomic_fetch_add((atomic_int *)(void *)(block - BLOCK_HDR), 1);
-                *ev = (struct sub_ev){.block = block, .id_len = c->id_len, .rev = c->rev,
-                                      .deleted = c->deleted, .seq = c->seq, .paths = paths,
-                                      .n_paths = tp.n};
+                s->ring[(s->head + s->len) % s->cap].h = block;
                 s->len++;
+                joined++;
             }
             make_ready(sb, s);
             woke = true;
         }
-        if (block && atomic_load((atomic_int *)(void *)(block - BLOCK_HDR)) == 0)
-            br_free(block - BLOCK_HDR); /* every hit subscription dropped it */
+        /* No reader sees the rings before sb->mu is released: the count can be set at once. */
+        if (block && joined)
+            atomic_store(&block->refs, joined);
+        else if (block)
+            br_free(block); /* every hit subscription dropped it */
     }
     sb->hits = h.v;
     sb->hits_cap = h.cap;

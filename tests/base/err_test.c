@@ -50,6 +50,7 @@ Test(err, values_are_stable)
     cr_assert(eq(int, BR_ENOTFOUND, 3));
     cr_assert(eq(int, BR_ETOOBIG, 11));
     cr_assert(eq(int, BR_EBADNAME, 17));
+    cr_assert(eq(int, BR_EWOULDBLOCK, 18));
     cr_assert(eq(str, (char *)br_errname(BR_OK), "ok"));
     cr_assert(eq(str, (char *)br_errname(BR_ENOTFOUND), "enotfound"));
     cr_assert(eq(str, (char *)br_strerror(BR_ENOTFOUND), "not found"));

@@ -15,6 +15,7 @@
 #include "barrel/json.h"
 #include "barrel/log.h"
 #include "barrel/store.h"
+
 #include "store_int.h"
 #include "testutil.h"
 
@@ -84,14 +85,14 @@ static br_err put_json(const char *id, const char *json, struct br_rev *rev)
     return put_json_opts(id, json, &NOSYNC, rev);
 }
 
-static struct br_rev R(const char *s)
-{
+static struct br_rev R(const char *s) {
     struct br_rev r;
     cr_assert_eq(br_rev_parse(s, strlen(s), &r), BR_OK, "bad rev %s", s);
     return r;
 }
 
-static const char *rtxt(const struct br_rev *r)
+static const char *
+rtxt(const struct br_rev *r)
 {
     static char buf[8][BR_REV_TEXT_MAX];
     static int i;
@@ -531,8 +532,12 @@ Test(docs, bad_input_is_rejected_and_leaves_the_store_unchanged)
     struct br_store_opts o = {.path = dir, .max_doc_bytes = 64};
     cr_assert_eq(br_store_open(&o, &st, NULL), BR_OK);
     cr_assert_eq(br_store_db_open(st, "db", &db), BR_OK);
-    cr_expect_eq(put_json("big", "{\"s\":\"0123456789012345678901234567890123456789012345678901234567890123456789\"}", NULL),
-                 BR_ETOOBIG);
+    cr_expect_eq(
+        put_json(
+            "big",
+            "{\"s\":\"0123456789012345678901234567890123456789012345678901234567890123456789\"}",
+            NULL),
+        BR_ETOOBIG);
     /* an inconsistent replicated history */
     const char *h[] = {"3-aaaa", "1-bbbb"};
     cr_expect_eq(put_rev("h", "{}", false, h, 2), BR_EBADREV);
@@ -795,19 +800,19 @@ Test(docs, get_rev_and_open_revs)
     cr_assert_eq(put_json("a", up, &r2), BR_OK);
     const char *sib[] = {"2-0000", rtxt(&r1)};
     cr_assert_eq(put_rev("a", "{\"v\":\"sib\"}", false, sib, 2), BR_OK);
-    struct br_open_rev *or;
+    struct br_open_rev * or ;
     size_t n;
-    cr_assert_eq(br_db_get_open_revs(db, "a", 1, NULL, 0, true, &or, &n), BR_OK);
+    cr_assert_eq(br_db_get_open_revs(db, "a", 1, NULL, 0, true, & or, &n), BR_OK);
     cr_assert_eq(n, 2, "all leaves");
-    cr_expect(br_rev_eq(&or[0].rev, &r2), "winner first");
-    cr_expect_eq(or[0].doc->n_revisions, 2);
+    cr_expect(br_rev_eq(& or [0].rev, &r2), "winner first");
+    cr_expect_eq(or [0].doc->n_revisions, 2);
     br_open_revs_free(or, n);
     struct br_rev ask[] = {r2, R("9-9999"), r1};
-    cr_assert_eq(br_db_get_open_revs(db, "a", 1, ask, 3, false, &or, &n), BR_OK);
+    cr_assert_eq(br_db_get_open_revs(db, "a", 1, ask, 3, false, & or, &n), BR_OK);
     cr_assert_eq(n, 3);
-    cr_expect(!or[0].missing);
-    cr_expect(or[1].missing);
-    cr_expect(or[2].missing, "a non-leaf has no body any more");
+    cr_expect(! or [0].missing);
+    cr_expect(or [1].missing);
+    cr_expect(or [2].missing, "a non-leaf has no body any more");
     br_open_revs_free(or, n);
     struct br_get_opts o = {.rev = &r2};
     json_t *j = get_obj("a", &o);
@@ -855,8 +860,12 @@ Test(docs, doc17_all_docs_live_only_ordered_with_ranges)
     cr_expect_str_eq(r.ids[2], "d");
     cr_expect_eq(total, 4);
     memset(&r, 0, sizeof r);
-    struct br_alldocs_opts o = {.startkey = "b", .startkey_len = 1, .endkey = "d",
-                                .endkey_len = 1, .inclusive_end = false, .include_docs = true};
+    struct br_alldocs_opts o = {.startkey = "b",
+                                .startkey_len = 1,
+                                .endkey = "d",
+                                .endkey_len = 1,
+                                .inclusive_end = false,
+                                .include_docs = true};
     cr_assert_eq(br_db_all_docs(db, &o, collect_row, &r, NULL), BR_OK);
     cr_assert_eq(r.n, 1);
     cr_expect_str_eq(r.ids[0], "b");
@@ -1194,7 +1203,9 @@ Test(docs, check_reports_an_orphaned_change_entry_and_a_stale_digest)
     char *err = NULL;
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     rocksdb_put_cf(st->rdb, wo, st->cf[CF_CHANGES], (const char *)key, sizeof key,
-                   "\x00\x06" "1-aaaaghost", 11, &err);
+                   "\x00\x06"
+                   "1-aaaaghost",
+                   11, &err);
     cr_assert_null(err);
     uint8_t dk[5];
     memcpy(dk, db->dbid, 4);
@@ -1203,8 +1214,8 @@ Test(docs, check_reports_an_orphaned_change_entry_and_a_stale_digest)
     struct br_db tmp = *db;
     tmp.digest.doc_count = 7;
     store_digest_encode(&tmp, rec);
-    rocksdb_put_cf(st->rdb, wo, st->cf[CF_META], (const char *)dk, 5, (const char *)rec,
-                   DIGEST_LEN, &err);
+    rocksdb_put_cf(st->rdb, wo, st->cf[CF_META], (const char *)dk, 5, (const char *)rec, DIGEST_LEN,
+                   &err);
     cr_assert_null(err);
     rocksdb_writeoptions_destroy(wo);
     struct br_db_check chk;
@@ -1241,8 +1252,7 @@ Test(docs, chg17_stream_iterates_in_order_then_reports_done)
         cr_assert_eq(br_changes_stream_next(cs, 1, 0, collect_change, &f, &last), BR_OK);
         br_changes_stream_ack(cs, last);
     }
-    cr_expect_eq(br_changes_stream_next(cs, 1, 0, collect_change, &f, &last), BR_ETIMEDOUT,
-                 "done");
+    cr_expect_eq(br_changes_stream_next(cs, 1, 0, collect_change, &f, &last), BR_ETIMEDOUT, "done");
     cr_assert_eq(f.n, 5);
     for (int i = 0; i < 5; i++) {
         char id[8];
@@ -1286,8 +1296,7 @@ Test(docs, chg19_idle_stream_still_delivers_a_later_change)
     memset(&f, 0, sizeof f);
     struct br_hlc last;
     for (int i = 0; i < 5; i++) /* idle for several intervals */
-        cr_expect_eq(br_changes_stream_next(cs, 10, 20, collect_change, &f, &last),
-                     BR_ETIMEDOUT);
+        cr_expect_eq(br_changes_stream_next(cs, 10, 20, collect_change, &f, &last), BR_ETIMEDOUT);
     pthread_t t;
     pthread_create(&t, NULL, delayed_writer, NULL);
     cr_expect_eq(br_changes_stream_next(cs, 10, 10000, collect_change, &f, &last), BR_OK);
@@ -1314,4 +1323,73 @@ Test(docs, stream_with_doc_ids_waits_past_changes_it_filters_out)
     cr_assert_eq(f.n, 1);
     cr_expect_str_eq(f.ids[0], "late");
     br_changes_stream_close(cs);
+}
+
+/* cache_only answers like a plain get from memory, EWOULDBLOCK for what is only on disk, and
+ * ECLOSED once the database is deleted; it never sets the reason. */
+Test(docs, get_cache_only_answers_from_memory_or_would_block)
+{
+    struct br_rev rev;
+    cr_assert_eq(put_json("a", "{\"x\":1}", &rev), BR_OK);
+    struct br_get_opts co = {.cache_only = true};
+    struct br_errbuf eb = {{0}};
+    struct br_doc *d = NULL;
+    cr_assert_eq(br_db_get(db, "a", 1, &co, &d, &eb), BR_OK, "in the memtable");
+    cr_expect(br_rev_eq(&d->rev, &rev));
+    br_doc_free(d);
+    cr_expect_eq(br_db_get(db, "zz", 2, &co, &d, &eb), BR_ENOTFOUND, "definitely not there");
+
+    reopen(); /* recovery writes the memtable to a table file; the block cache starts empty */
+    d = NULL;
+    memset(&eb, 0, sizeof eb);
+    cr_assert_eq(br_db_get(db, "a", 1, &co, &d, &eb), BR_EWOULDBLOCK, "only on disk");
+    cr_expect_null(d);
+    cr_expect_eq(eb.msg[0], '\0');
+    cr_assert_eq(br_db_get(db, "a", 1, NULL, &d, &eb), BR_OK); /* reads the block in */
+    br_doc_free(d);
+    d = NULL;
+    cr_assert_eq(br_db_get(db, "a", 1, &co, &d, &eb), BR_OK, "now cached");
+    cr_expect(br_rev_eq(&d->rev, &rev));
+    br_doc_free(d);
+
+    cr_assert_eq(br_store_db_delete(st, "db", NULL), BR_OK);
+    d = NULL;
+    cr_expect_eq(br_db_get(db, "a", 1, &co, &d, &eb), BR_ECLOSED, "deleted under the handle");
+    cr_expect_null(d);
+}
+
+static uint64_t memtable_bytes(void)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < CF_COUNT; i++) {
+        char *v = rocksdb_property_value_cf(st->rdb, st->cf[i], "rocksdb.cur-size-all-mem-tables");
+        cr_assert(v);
+        total += strtoull(v, NULL, 10);
+        rocksdb_free(v);
+    }
+    return total;
+}
+
+/* br_store_flush empties the memtables (their memory goes back) and loses nothing;
+ * br_store_write_count moves with commits only. */
+Test(docs, flush_empties_memtables_and_keeps_every_document)
+{
+    uint64_t w0 = br_store_write_count(st);
+    char id[16];
+    for (int i = 0; i < 200; i++) {
+        snprintf(id, sizeof id, "d%03d", i);
+        cr_assert_eq(put_json(id, "{\"v\":\"some text to fill the memtable a little\"}", NULL),
+                     BR_OK);
+    }
+    uint64_t w1 = br_store_write_count(st);
+    cr_expect_geq(w1, w0 + 200);
+    uint64_t before = memtable_bytes();
+    cr_assert_eq(br_store_flush(st), BR_OK);
+    uint64_t after = memtable_bytes();
+    cr_expect_lt(after, before / 4, "memtables %llu -> %llu bytes", (unsigned long long)before,
+                 (unsigned long long)after);
+    cr_expect_eq(br_store_write_count(st), w1, "a flush is not a commit");
+    char *j = get_json("d123", NULL);
+    cr_expect(j && strstr(j, "some text"), "%s", j ? j : "(null)");
+    free(j);
 }

@@ -1,6 +1,7 @@
 /* json_test.c — strict JSON parsing, JSON <-> canonical CBOR conversion (key order, integer
  * and float forms, depth cap, values JSON cannot hold), the CouchDB split of a JSON document
- * into metadata and body (every "_" member and its errors), rendering of a read document, and
+ * into metadata and body (every "_" member and its errors), rendering of a read document, the
+ * one-pass text converter (br_json_doc_parse_text) against the tree path it replaces, and
  * allocation torture of the converters with jansson routed through br_malloc. */
 #include <stdint.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 #include "barrel/alloc.h"
 #include "barrel/cbor.h"
 #include "barrel/json.h"
+
+#include "json_int.h"
 
 static void *jalloc(size_t n)
 {
@@ -719,5 +722,397 @@ Test(json, doc_render_survives_every_allocation_failure)
         }
         cr_assert(e == BR_ENOMEM, "fail=%ld gave %d", fail, e);
         cr_assert(out == NULL);
+    }
+}
+
+/* ---- one pass from text (br_json_doc_parse_text) ---- */
+
+/* The tree path's answer for text: br_json_parse, then br_json_doc_parse. */
+static br_err tree_parse(const char *text, size_t len, size_t max, const char *url,
+                         struct br_json_doc *d, struct br_errbuf *eb)
+{
+    json_t *j = NULL;
+    memset(d, 0, sizeof *d);
+    br_err e = br_json_parse(text, len, max, &j, eb);
+    if (e)
+        return e;
+    e = br_json_doc_parse(j, url, d, eb);
+    json_decref(j);
+    return e;
+}
+
+static void expect_same_doc(const char *text, const struct br_json_doc *a,
+                            const struct br_json_doc *b)
+{
+    cr_assert((a->id == NULL) == (b->id == NULL), "%s: id", text);
+    cr_assert(!a->id || strcmp(a->id, b->id) == 0, "%s: id", text);
+    cr_assert(a->put.id == a->id && b->put.id == b->id && a->put.id_len == b->put.id_len);
+    cr_assert((a->put.rev == NULL) == (b->put.rev == NULL), "%s: rev", text);
+    cr_assert(!a->put.rev || br_rev_eq(a->put.rev, b->put.rev), "%s: rev", text);
+    cr_assert(a->put.deleted == b->put.deleted, "%s: deleted", text);
+    cr_assert(a->n_history == b->n_history && b->put.n_history == b->n_history, "%s", text);
+    for (size_t i = 0; i < a->n_history; i++)
+        cr_assert(br_rev_eq(&a->history[i], &b->history[i]), "%s: history", text);
+    cr_assert(a->n_atts == b->n_atts && b->put.n_atts == b->n_atts, "%s: atts", text);
+    for (size_t i = 0; i < a->n_atts; i++) {
+        cr_assert(strcmp(a->atts[i].name, b->atts[i].name) == 0);
+        cr_assert(a->atts[i].len == b->atts[i].len && a->atts[i].stub == b->atts[i].stub);
+        cr_assert(!a->atts[i].len || memcmp(a->atts[i].data, b->atts[i].data, a->atts[i].len) == 0);
+    }
+    cr_assert(b->put.body == b->body.data && b->put.body_len == b->body.len);
+    cr_assert(a->put.body_trusted && b->put.body_trusted, "%s: body not marked", text);
+    cr_assert(a->body.len == b->body.len && memcmp(a->body.data, b->body.data, a->body.len) == 0,
+              "%s: body bytes differ", text);
+}
+
+/* text (len bytes) through the tree path, the one-pass converter alone, and the public call:
+ * the same decision, the same document, and on error the same code and message. Returns the
+ * code; *msg (if not NULL) receives the message. */
+static br_err expect_agree_n(const char *text, size_t len, const char *url, char *msg)
+{
+    struct br_json_doc t, f, p;
+    struct br_errbuf teb = {{0}}, peb = {{0}};
+    br_err te = tree_parse(text, len, 0, url, &t, &teb);
+    br_err fe = store_json_doc_fast(text, len, url, &f);
+    br_err pe = br_json_doc_parse_text(text, len, 0, url, &p, &peb);
+    cr_assert((te == BR_OK) == (fe == BR_OK), "%s: tree %d, one-pass %d (%s)", text, te, fe,
+              teb.msg);
+    cr_assert(pe == te, "%s: tree %d, text %d", text, te, pe);
+    if (te == BR_OK) {
+        expect_same_doc(text, &t, &f);
+        expect_same_doc(text, &t, &p);
+    } else {
+        cr_assert(teb.msg[0] != 0, "%s: no message", text);
+        cr_assert(strcmp(teb.msg, peb.msg) == 0, "%s: '%s' vs '%s'", text, teb.msg, peb.msg);
+        cr_assert(p.id == NULL && p.history == NULL && p.atts == NULL && p.body.data == NULL);
+        cr_assert(f.id == NULL && f.history == NULL && f.atts == NULL && f.body.data == NULL);
+    }
+    if (msg)
+        memcpy(msg, teb.msg, sizeof teb.msg);
+    br_json_doc_fini(&t);
+    br_json_doc_fini(&f);
+    br_json_doc_fini(&p);
+    return te;
+}
+
+static br_err expect_agree(const char *text, const char *url, char *msg)
+{
+    return expect_agree_n(text, strlen(text), url, msg);
+}
+
+/* text must be refused with code want and a message containing msg_part, by both paths. */
+static void expect_text_error(const char *text, size_t len, br_err want, const char *msg_part)
+{
+    char msg[BR_ERRBUF_SIZE];
+    br_err e = expect_agree_n(text, len, NULL, msg);
+    cr_assert(e == want, "%s: got %d (%s), want %d", text, e, msg, want);
+    cr_assert(strstr(msg, msg_part) != NULL, "%s: message '%s' lacks '%s'", text, msg, msg_part);
+}
+
+#define TEXT_ERROR(text, want, part) expect_text_error(text, sizeof text - 1, want, part)
+
+/* text gives exactly the body want_hex, by both paths. */
+static void expect_text_body(const char *text, const char *want_hex)
+{
+    uint8_t want[512];
+    size_t n = hex(want_hex, want, sizeof want);
+    struct br_json_doc d;
+    struct br_errbuf eb = {{0}};
+    cr_assert(expect_agree(text, NULL, NULL) == BR_OK, "%s", text);
+    cr_assert(br_json_doc_parse_text(text, strlen(text), 0, NULL, &d, &eb) == BR_OK);
+    cr_assert(d.body.len == n && memcmp(d.body.data, want, n) == 0, "%s: body", text);
+    br_json_doc_fini(&d);
+}
+
+Test(json, text_parse_gives_the_tree_paths_document)
+{
+    static const char *const ok[] = {
+        "{\"_id\":\"doc-00000042\",\"type\":\"sensor\",\"site\":\"site-7\",\"value\":23.4567,"
+        "\"ts\":1700000000042123,\"tags\":[\"humidity\",\"rooftop\",\"indoor\"]}",
+        " \r\n\t{ \"b\" : 1 ,\n \"a\" : [ 1 , 2 ] , \"c\" : { } , \"d\" : [ ] }\n ",
+        "{}",
+        "{\"z\":{\"q\":1,\"p\":[1,{\"bb\":2,\"a\":1,\"B\":3}]},\"y\":null,\"\":true}",
+        "{\"a\":{\"_x\":1,\"_id\":2}}", /* only top-level "_" members are metadata */
+        "{\"k\\\"ey\":1,\"k\\u0042\":{\"\\u00e9\":2,\"\\ud83d\\ude00\":3},\"kA\":4}",
+        "{\"_id\":\"a\\u00e9\\n\",\"v\":\"caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80\"}",
+        "{\"s\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u0001\\u007f\\u0080\\u07ff\\u0800\\uffff\\ud800"
+        "\\udc00\\udbff\\udfff\"}",
+        "{\"t\":true,\"f\":false,\"n\":null,\"x\":[true,false,null,[],{}]}",
+        "{\"_id\":\"d\",\"_rev\":\"2-b\",\"_deleted\":false,\"_revisions\":{\"start\":2,"
+        "\"ids\":[\"b\",\"a\"]},\"_attachments\":{\"x\":{\"content_type\":\"t/p\","
+        "\"data\":\"AAE=\"},\"y\":{\"stub\":true,\"digest\":\"md5-q\"}},\"_conflicts\":[],"
+        "\"_deleted_conflicts\":[1],\"_local_seq\":1,\"_revs_info\":{},\"z\":[1,{\"k\":\"v\"}],"
+        "\"a\":0.5}",
+        "{\"_rev\":\"0-1\",\"v\":1}",
+        "{\"_deleted\":true}",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        cr_assert(expect_agree(ok[i], NULL, NULL) == BR_OK, "%s", ok[i]);
+        expect_agree(ok[i], "d", NULL); /* matches one _id, conflicts with the others */
+    }
+}
+
+Test(json, text_parse_handles_sizes_past_its_inline_scratch)
+{
+    /* arrays of 24+ items (wider heads), objects of 17+ members (qsort), strings longer than
+     * the parser's scratch, values past the inline value scratch, deep mixed nesting */
+    br_buf t;
+    br_buf_init(&t, 0);
+    cr_assert(br_buf_append_str(&t, "{\"arr\":[") == BR_OK);
+    for (int i = 0; i < 70000; i++)
+        cr_assert(br_buf_printf(&t, "%s%d", i ? "," : "", i * 7 - 1000) == BR_OK);
+    cr_assert(br_buf_append_str(&t, "],\"obj\":{") == BR_OK);
+    for (int i = 300; i > 0; i--)
+        cr_assert(br_buf_printf(&t, "\"k%d\\u00e9\":{\"x%d\":[%d.5]},", i, i, i) == BR_OK);
+    cr_assert(br_buf_append_str(&t, "\"last\":1},\"s\":\"") == BR_OK);
+    for (int i = 0; i < 2000; i++)
+        cr_assert(br_buf_append_str(&t, i % 3 ? "abc" : "\\n\\u00e9") == BR_OK);
+    cr_assert(br_buf_append_str(&t, "\",\"deep\":") == BR_OK);
+    for (int i = 0; i < 62; i++)
+        cr_assert(br_buf_append_str(&t, i % 2 ? "[" : "{\"k\":") == BR_OK);
+    cr_assert(br_buf_append_str(&t, "1") == BR_OK);
+    for (int i = 61; i >= 0; i--)
+        cr_assert(br_buf_append_str(&t, i % 2 ? "]" : "}") == BR_OK);
+    cr_assert(br_buf_append_str(&t, "}") == BR_OK);
+    cr_assert(expect_agree_n((const char *)t.data, t.len, NULL, NULL) == BR_OK);
+    br_buf_fini(&t);
+}
+
+Test(json, text_parse_writes_canonical_cbor)
+{
+    expect_text_body("{\"b\":1,\"a\":2,\"aa\":3}", "a3 61 61 02 61 62 01 62 61 61 03");
+    expect_text_body("{\"a\":1,\"B\":2}", "a2 61 42 02 61 61 01");
+    expect_text_body("{\"_id\":\"x\",\"a\":[23,24,255,256]}",
+                     "a1 61 61 84 17 18 18 18 ff 19 01 00");
+    expect_text_body("{\"a\":-0,\"b\":-0.0,\"c\":1.0,\"d\":1}",
+                     "a4 61 61 00 61 62 f9 80 00 61 63 f9 3c 00 61 64 01");
+    expect_text_body("{\"a\":-9223372036854775808,\"b\":9223372036854775807}",
+                     "a2 61 61 3b 7f ff ff ff ff ff ff ff 61 62 1b 7f ff ff ff ff ff ff ff");
+    expect_text_body("{\"a\":1e-400,\"b\":0.1,\"c\":65504.0,\"d\":100000.0}",
+                     "a4 61 61 f9 00 00 61 62 fb 3f b9 99 99 99 99 99 9a 61 63 f9 7b ff "
+                     "61 64 fa 47 c3 50 00");
+}
+
+Test(json, text_parse_rejects_malformed_json_with_the_tree_paths_errors)
+{
+    TEXT_ERROR("", BR_EINVAL, "premature end of input");
+    TEXT_ERROR("{\"a\":[1,2,{\"b\":\"c", BR_EINVAL, "premature end of input in string");
+    TEXT_ERROR("{\"a\":[1,2", BR_EINVAL, "',' or ']' expected");
+    TEXT_ERROR("{\"a\":1", BR_EINVAL, "',' or '}' expected");
+    TEXT_ERROR("{\"a\" 1}", BR_EINVAL, "':' expected");
+    TEXT_ERROR("{\"a\":1,}", BR_EINVAL, "string or '}' expected");
+    TEXT_ERROR("{\"a\":[1,]}", BR_EINVAL, "invalid token");
+    TEXT_ERROR("{\"a\":1} x", BR_EINVAL, "end of input expected");
+    TEXT_ERROR("{\"a\":1}{}", BR_EINVAL, "end of input expected");
+    TEXT_ERROR("{\"a\":tru}", BR_EINVAL, "invalid token");
+    TEXT_ERROR("{\"a\":\"\\x\"}", BR_EINVAL, "invalid escape");
+    TEXT_ERROR("{\"a\":\"\\u12g4\"}", BR_EINVAL, "invalid \\u escape");
+    TEXT_ERROR("{\"a\":\"\\udc00\"}", BR_EINVAL, "lone low surrogate");
+    TEXT_ERROR("{\"a\":\"\\ud800x\"}", BR_EINVAL, "unpaired high surrogate");
+    TEXT_ERROR("{\"a\":\"\\ud800\\u0041\"}", BR_EINVAL, "unpaired high surrogate");
+    TEXT_ERROR("{\"a\":\"\xc3\x28\"}", BR_EINVAL, "invalid UTF-8");
+    TEXT_ERROR("{\"a\":\"\xed\xa0\x80\"}", BR_EINVAL, "invalid UTF-8");     /* a surrogate */
+    TEXT_ERROR("{\"a\":\"\xc0\xaf\"}", BR_EINVAL, "invalid UTF-8");         /* overlong */
+    TEXT_ERROR("{\"a\":\"\xf4\x90\x80\x80\"}", BR_EINVAL, "invalid UTF-8"); /* past U+10FFFF */
+    TEXT_ERROR("{\"\xff\":1}", BR_EINVAL, "invalid UTF-8");
+    TEXT_ERROR("{\"a\":\"x\\u0000y\"}", BR_EINVAL, "\\u0000 is not allowed");
+    TEXT_ERROR("{\"a\":\"x\0y\"}", BR_EINVAL, "control character");
+    TEXT_ERROR("{\"a\":\0 1}", BR_EINVAL, "invalid token");
+    TEXT_ERROR("{\"a\":\"x\ty\"}", BR_EINVAL, "control character");
+}
+
+Test(json, text_parse_rejects_duplicate_keys_at_any_depth)
+{
+    TEXT_ERROR("{\"a\":1,\"b\":2,\"a\":3}", BR_EINVAL, "duplicate object key");
+    TEXT_ERROR("{\"a\":{\"x\":1,\"y\":{\"k\":1,\"k\":2}}}", BR_EINVAL, "duplicate object key");
+    TEXT_ERROR("{\"a\":[{\"k\":1},{\"k\":1,\"j\":2,\"k\":3}]}", BR_EINVAL, "duplicate");
+    TEXT_ERROR("{\"a\":1,\"\\u0061\":2}", BR_EINVAL, "duplicate object key");
+    TEXT_ERROR("{\"_id\":\"a\",\"_id\":\"b\"}", BR_EINVAL, "duplicate object key");
+    TEXT_ERROR("{\"_rev\":\"1-a\",\"v\":1,\"_rev\":\"1-a\"}", BR_EINVAL, "duplicate");
+    TEXT_ERROR("{\"_conflicts\":{\"a\":1,\"a\":2}}", BR_EINVAL, "duplicate object key");
+    /* found after the whole text is read: a syntax error later still wins, as in the tree */
+    TEXT_ERROR("{\"a\":1,\"a\":2,\"b\":}", BR_EINVAL, "duplicate object key");
+}
+
+static char *nest_text(unsigned containers, const char *prefix)
+{
+    br_buf t;
+    br_buf_init(&t, 0);
+    cr_assert(br_buf_append_str(&t, prefix) == BR_OK);
+    for (unsigned i = 1; i < containers; i++)
+        cr_assert(br_buf_append_str(&t, "[") == BR_OK);
+    cr_assert(br_buf_append_str(&t, "1") == BR_OK);
+    for (unsigned i = 1; i < containers; i++)
+        cr_assert(br_buf_append_str(&t, "]") == BR_OK);
+    cr_assert(br_buf_append_str(&t, "}") == BR_OK);
+    size_t n;
+    return (char *)br_buf_steal(&t, &n);
+}
+
+Test(json, text_parse_caps_depth_like_the_tree_path)
+{
+    char msg[BR_ERRBUF_SIZE];
+    char *t = nest_text(64, "{\"a\":"); /* the document is the 64th container */
+    cr_assert(expect_agree(t, NULL, msg) == BR_OK, "%s", msg);
+    br_free(t);
+    t = nest_text(65, "{\"a\":");
+    cr_assert(expect_agree(t, NULL, msg) == BR_EINVAL);
+    cr_assert(strstr(msg, "nested deeper than 64") != NULL, "%s", msg);
+    br_free(t);
+    /* metadata is not body: only the parser's own cap applies to it */
+    t = nest_text(300, "{\"_conflicts\":");
+    cr_assert(expect_agree(t, NULL, msg) == BR_OK, "%s", msg);
+    br_free(t);
+    t = nest_text(2100, "{\"a\":");
+    cr_assert(expect_agree(t, NULL, msg) == BR_EINVAL);
+    cr_assert(strstr(msg, "maximum parsing depth") != NULL, "%s", msg);
+    br_free(t);
+}
+
+Test(json, text_parse_refuses_text_past_max)
+{
+    const char *t = "{\"a\": \"0123456789\"}";
+    struct br_json_doc d;
+    struct br_errbuf eb = {{0}};
+    cr_assert(br_json_doc_parse_text(t, strlen(t), strlen(t) - 1, NULL, &d, &eb) == BR_ETOOBIG);
+    cr_assert(strstr(eb.msg, "larger than") != NULL, "%s", eb.msg);
+    cr_assert(d.body.data == NULL && d.id == NULL);
+    cr_assert(br_json_doc_parse_text(t, strlen(t), strlen(t), NULL, &d, &eb) == BR_OK);
+    br_json_doc_fini(&d);
+    cr_assert(br_json_doc_parse_text(NULL, 0, 0, NULL, &d, &eb) == BR_EINVAL);
+    cr_assert(br_json_doc_parse_text(NULL, 3, 0, NULL, &d, &eb) == BR_EINVAL);
+}
+
+Test(json, text_parse_numbers_like_the_tree_path)
+{
+    TEXT_ERROR("{\"a\":1e400}", BR_EINVAL, "real number overflow");
+    TEXT_ERROR("{\"a\":-1e400}", BR_EINVAL, "real number overflow");
+    TEXT_ERROR("{\"a\":18446744073709551616}", BR_EINVAL, "too big integer");
+    TEXT_ERROR("{\"a\":99999999999999999999}", BR_EINVAL, "too big integer");
+    TEXT_ERROR("{\"a\":9223372036854775808}", BR_EINVAL, "too big integer");
+    TEXT_ERROR("{\"a\":-9223372036854775809}", BR_EINVAL, "too big negative integer");
+    TEXT_ERROR("{\"a\":01}", BR_EINVAL, "leading zero");
+    TEXT_ERROR("{\"a\":1.}", BR_EINVAL, "digit expected after '.'");
+    TEXT_ERROR("{\"a\":1e}", BR_EINVAL, "digit expected in exponent");
+    TEXT_ERROR("{\"a\":1e+}", BR_EINVAL, "digit expected in exponent");
+    TEXT_ERROR("{\"a\":-}", BR_EINVAL, "invalid number");
+    TEXT_ERROR("{\"a\":+1}", BR_EINVAL, "invalid token");
+    TEXT_ERROR("{\"a\":.5}", BR_EINVAL, "invalid token");
+    static const char *const ok[] = {
+        "{\"a\":[0,-0,0.0,-0.0,1,1.0,-1,1.5,0.1,1e0,1E+2,1e-2,0e400,-0e-400]}",
+        "{\"a\":[65504.0,65505.0,3.4028234663852886e38,1e300,5e-324,2.2250738585072014e-308]}",
+        "{\"a\":[123456789012345678901234567890.0,0.30000000000000004,1e22,1e23]}",
+        "{\"a\":[9007199254740993.0,9007199254740992.0,9007199254740993e-22,4.35,-23.4567]}",
+        "{\"a\":[1.7976931348623157e308,4.9e-324,1e-400,0.00000000000000000000000000001]}",
+        "{\"a\":[12345678901234567890.5,1234567890123456789e3,1000000000000000000000000e-24]}",
+        "{\"a\":[1e00000000000000000000000000000000000000001,1e-00000000000000000000000001]}",
+        /* around the one-pass number reader's limits: 18/19 digits, 19 significant in a real */
+        "{\"a\":[999999999999999999,-999999999999999999,1000000000000000000,"
+        "-1000000000000000000,-0.5,0.0000000000000000001,123456789.123456789,"
+        "1234567890.123456789,12345678901234567.8,9007199254740993.1,1.0000000000000000000001]}",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        cr_assert(expect_agree(ok[i], NULL, NULL) == BR_OK, "%s", ok[i]);
+}
+
+/* Reals of every shape the exact fast path takes or declines, against strtod's bytes. */
+Test(json, text_parse_reals_round_like_strtod)
+{
+    uint64_t s = 88172645463325252u;
+    char text[128];
+    for (int i = 0; i < 20000; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        unsigned digits = 1 + (unsigned)(s % 20), point = (unsigned)(s >> 8) % (digits + 1);
+        int exp = (int)((s >> 16) % 61) - 30;
+        size_t n = 0;
+        n += (size_t)snprintf(text + n, sizeof text - n, "{\"r\":%s", (s >> 40) & 1 ? "-" : "");
+        uint64_t r = s >> 3;
+        for (unsigned d = 0; d < digits; d++) {
+            if (d == point && d > 0)
+                text[n++] = '.';
+            text[n++] = (char)('0' + (d == 0 && digits > 1 && point != 1 ? 1 + r % 9 : r % 10));
+            r = r / 10 ? r / 10 : s * 2654435761u;
+        }
+        if (point == digits || point == 0 || (s >> 41) & 1)
+            n += (size_t)snprintf(text + n, sizeof text - n, "e%d", exp);
+        snprintf(text + n, sizeof text - n, "}");
+        expect_agree(text, NULL, NULL);
+    }
+}
+
+Test(json, text_parse_keeps_metadata_errors_and_their_order)
+{
+    char msg[BR_ERRBUF_SIZE];
+    cr_assert(expect_agree("{\"_rev\":\"x\",\"a\":1}", NULL, msg) == BR_EBADREV);
+    cr_assert(strstr(msg, "Invalid rev format") != NULL, "%s", msg);
+    /* the whole text is checked before the metadata, as in the tree path */
+    cr_assert(expect_agree("{\"_rev\":\"x\",\"a\":}", NULL, msg) == BR_EINVAL);
+    cr_assert(strstr(msg, "invalid token") != NULL, "%s", msg);
+    cr_assert(expect_agree("{\"_id\":5}", NULL, msg) == BR_EINVAL);
+    cr_assert(strstr(msg, "Document id must be a string") != NULL, "%s", msg);
+    cr_assert(expect_agree("{\"a\":1,\"_foo\":2}", NULL, msg) == BR_EINVAL);
+    cr_assert(strstr(msg, "Bad special document member: _foo") != NULL, "%s", msg);
+    cr_assert(expect_agree("{\"_deleted\":1}", NULL, msg) == BR_EINVAL);
+    cr_assert(expect_agree("{\"_rev\":\"2-a\",\"_revisions\":{\"start\":2,\"ids\":[\"b\"]}}", NULL,
+                           msg) == BR_EBADREV);
+    cr_assert(expect_agree("{\"_attachments\":{\"x\":{\"data\":\"!!\"}}}", NULL, msg) == BR_EINVAL);
+    cr_assert(strstr(msg, "not valid base64") != NULL, "%s", msg);
+    /* the first bad "_" member in text order is the one reported */
+    cr_assert(expect_agree("{\"_foo\":1,\"_rev\":\"x\"}", NULL, msg) == BR_EINVAL);
+    cr_assert(strstr(msg, "_foo") != NULL, "%s", msg);
+    cr_assert(expect_agree("{\"_rev\":\"x\",\"_foo\":1}", NULL, msg) == BR_EBADREV);
+    /* a body too deep is reported after bad metadata */
+    char *t = nest_text(65, "{\"_rev\":\"x\",\"a\":");
+    cr_assert(expect_agree(t, NULL, msg) == BR_EBADREV);
+    br_free(t);
+    cr_assert(expect_agree("[]", NULL, msg) == BR_EINVAL);
+    cr_assert(strstr(msg, "must be a JSON object") != NULL, "%s", msg);
+    cr_assert(expect_agree("\"doc\"", NULL, msg) == BR_EINVAL);
+}
+
+Test(json, text_parse_url_id_wins_and_must_match)
+{
+    char msg[BR_ERRBUF_SIZE];
+    struct br_json_doc d;
+    cr_assert(br_json_doc_parse_text("{\"v\":1}", 7, 0, "url", &d, NULL) == BR_OK);
+    cr_assert(strcmp(d.id, "url") == 0 && d.put.id_len == 3);
+    br_json_doc_fini(&d);
+    cr_assert(expect_agree("{\"_id\":\"url\"}", "url", NULL) == BR_OK);
+    cr_assert(expect_agree("{\"_id\":\"u\\u0072l\"}", "url", NULL) == BR_OK);
+    cr_assert(expect_agree("{\"_id\":\"other\"}", "url", msg) == BR_EINVAL);
+    cr_assert(strstr(msg, "does not match url") != NULL, "%s", msg);
+}
+
+Test(json, text_parse_survives_every_allocation_failure)
+{
+    static const char *const texts[] = {
+        "{\"_id\": \"d\", \"_rev\": \"2-b\", \"_deleted\": false, "
+        "\"_revisions\": {\"start\": 2, \"ids\": [\"b\", \"a\"]}, "
+        "\"_attachments\": {\"x\": {\"content_type\": \"t/p\", \"data\": \"AAE=\"},"
+        " \"y\": {\"stub\": true, \"digest\": \"md5-q\"}}, "
+        "\"z\": [1, {\"k\": \"v\"}], \"a\": 0.5}",
+        "{\"_id\":\"doc-1\",\"type\":\"sensor\",\"value\":23.4567,\"tags\":[\"a\",\"b\"]}",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        struct br_json_doc ref;
+        cr_assert(br_json_doc_parse_text(texts[i], strlen(texts[i]), 0, NULL, &ref, NULL) == BR_OK);
+        for (long fail = 0;; fail++) {
+            cr_assert(fail < 1000, "never succeeded");
+            struct br_json_doc d;
+            struct br_errbuf eb = {{0}};
+            br_alloc_fail_after(fail);
+            br_err e = br_json_doc_parse_text(texts[i], strlen(texts[i]), 0, NULL, &d, &eb);
+            br_alloc_fail_after(-1);
+            if (e == BR_OK) {
+                expect_same_doc(texts[i], &ref, &d);
+                br_json_doc_fini(&d);
+                break;
+            }
+            cr_assert(e == BR_ENOMEM, "fail=%ld gave %d (%s)", fail, e, eb.msg);
+            cr_assert(d.id == NULL && d.history == NULL && d.atts == NULL && d.body.data == NULL);
+        }
+        br_json_doc_fini(&ref);
     }
 }

@@ -37,6 +37,7 @@ typedef enum br_err {
     BR_ENOCONFLICT = 15, /* conflict resolution asked of a document with no conflicts */
     BR_EBADREV = 16,     /* a revision id or history that is malformed or inconsistent */
     BR_EBADNAME = 17,    /* a database, document or attachment name out of rule */
+    BR_EWOULDBLOCK = 18, /* the answer needs a slow step (disk I/O) the caller ruled out */
     BR_ERR_COUNT
 } br_err;
 

@@ -34,6 +34,10 @@ BR_NODISCARD br_err br_cbor_put_null(br_buf *b);
 /* Shortest exact float form; an integral double stays a float (1.0 is not 1). BR_EINVAL for
  * NaN and infinities, which JSON cannot carry. */
 BR_NODISCARD br_err br_cbor_put_double(br_buf *b, double v);
+#define BR_CBOR_HEAD_MAX 9 /* bytes of the longest item head, and of a double */
+/* The bytes br_cbor_put_double appends for v, written to out; returns their count (3, 5 or 9),
+ * or 0 for NaN and infinities. For encoders that fill their own buffers. Thread: any. */
+size_t br_cbor_double_encode(uint8_t out[BR_CBOR_HEAD_MAX], double v);
 
 /* ---- reader ---- */
 enum br_cbor_type {

@@ -37,13 +37,13 @@ enum br_sync {
 };
 
 struct br_store_opts {
-    const char *path;             /* data directory; created if missing */
-    const struct br_env *env;     /* NULL: br_env_default() */
-    size_t max_doc_bytes;         /* largest accepted body; 0: BR_DEFAULT_MAX_DOC_BYTES */
-    uint64_t max_skew_ms;         /* HLC skew bound; 0: BR_HLC_DEFAULT_MAX_SKEW_MS */
-    uint32_t revs_limit;          /* default revs_limit of new databases; 0: 1000 */
-    size_t cache_bytes;           /* block cache; 0: 32 MiB */
-    bool read_only_lock_check;    /* internal: fail rather than wait on a held lock */
+    const char *path;          /* data directory; created if missing */
+    const struct br_env *env;  /* NULL: br_env_default() */
+    size_t max_doc_bytes;      /* largest accepted body; 0: BR_DEFAULT_MAX_DOC_BYTES */
+    uint64_t max_skew_ms;      /* HLC skew bound; 0: BR_HLC_DEFAULT_MAX_SKEW_MS */
+    uint32_t revs_limit;       /* default revs_limit of new databases; 0: 1000 */
+    size_t cache_bytes;        /* block cache; 0: 32 MiB */
+    bool read_only_lock_check; /* internal: fail rather than wait on a held lock */
 };
 
 /* Open (or create) the store at o->path. BR_EBUSY (with a message) if another process holds
@@ -55,6 +55,13 @@ void br_store_close(br_store *s);
 /* The node's clock (borrowed, valid until br_store_close). */
 br_hlc_clock *br_store_clock(br_store *s);
 const struct br_env *br_store_env(br_store *s);
+/* How many batches have been committed since open (reads and failed writes do not count): a
+ * caller that sees it unchanged over a while knows the store has been idle. Thread: any. */
+uint64_t br_store_write_count(const br_store *s);
+/* Write every column family's memtable out to table files and wait, which hands the memtables'
+ * memory back (an idle node's biggest part after the block cache). Nothing changes for readers.
+ * BR_ESTORE if RocksDB fails (logged). Thread: any, but it blocks on disk I/O: not the loop. */
+BR_NODISCARD br_err br_store_flush(br_store *s);
 
 /* CouchDB's rule: ^[a-z][a-z0-9_$()+/-]*$, at most 238 bytes. `_`-prefixed names are reserved
  * for the node and accepted only when `system` is true. */
@@ -122,8 +129,8 @@ struct br_att_in {
     const char *digest;       /* for stubs: "md5-<base64>" (optional when the parent has it) */
     const uint8_t *data;      /* inline data (not a stub) */
     size_t len;
-    const uint8_t *blob_key;  /* 32-byte content key of a blob streamed in beforehand, or NULL */
-    uint64_t revpos;          /* replicated writes: the revpos the source gives; 0 otherwise */
+    const uint8_t *blob_key; /* 32-byte content key of a blob streamed in beforehand, or NULL */
+    uint64_t revpos;         /* replicated writes: the revpos the source gives; 0 otherwise */
 };
 
 /* One document write. For interactive writes (new_edits=true), `rev` is the parent the client
@@ -136,6 +143,11 @@ struct br_put {
     bool deleted;
     const uint8_t *body; /* canonical CBOR map (br_cbor_doc_canonical); NULL/0: empty map */
     size_t body_len;
+    /* Set only by barrel's own JSON encoder (br_json_doc_parse, br_json_doc_parse_text), whose
+     * bodies are valid canonical maps by construction (fuzz-checked against
+     * br_cbor_doc_canonical): the write does not validate them a second time. Never set it for
+     * bytes that came from outside as CBOR. */
+    bool body_trusted;
     const struct br_att_in *atts;
     size_t n_atts;
     const struct br_rev *history;
@@ -143,10 +155,10 @@ struct br_put {
 };
 
 struct br_put_result {
-    br_err err;                  /* per document */
-    char id[BR_DOCID_MAX + 1];   /* the document id (generated ones too) */
-    struct br_rev rev;           /* the revision written (or already present) */
-    char reason[160];            /* for a person, when err != BR_OK */
+    br_err err;                /* per document */
+    char id[BR_DOCID_MAX + 1]; /* the document id (generated ones too) */
+    struct br_rev rev;         /* the revision written (or already present) */
+    char reason[160];          /* for a person, when err != BR_OK */
 };
 
 struct br_write_opts {
@@ -172,9 +184,9 @@ struct br_att_stub {
     char *name;
     char *content_type;
     uint64_t length;
-    char digest[48];  /* "md5-<base64>" */
+    char digest[48]; /* "md5-<base64>" */
     uint64_t revpos;
-    uint8_t key[32];  /* content key (BLAKE2b-256) of the blob */
+    uint8_t key[32]; /* content key (BLAKE2b-256) of the blob */
 };
 
 /* One revision of a document as read. Caller frees with br_doc_free. */
@@ -202,22 +214,28 @@ struct br_get_opts {
     bool revs;                /* fill revisions (limited by revs_limit) */
     bool conflicts;
     bool deleted_conflicts;
-    bool include_deleted;     /* return a deleted winner instead of BR_ENOTFOUND */
+    bool include_deleted; /* return a deleted winner instead of BR_ENOTFOUND */
+    bool cache_only;      /* answer from memory only: see br_db_get */
 };
 
 /* Read the winning revision (or opts->rev). BR_ENOTFOUND for a missing document, a deleted one
- * (unless include_deleted or rev is given; eb says "deleted"), or an unknown revision. */
-BR_NODISCARD br_err br_db_get(br_db *db, const char *id, size_t id_len,
-                              const struct br_get_opts *o, struct br_doc **out,
-                              struct br_errbuf *eb);
+ * (unless include_deleted or rev is given; eb says "deleted"), or an unknown revision.
+ * With opts->cache_only the read never touches the disk (RocksDB's memtables and block cache
+ * only, so it is cheap enough for an event loop): it answers exactly as without the flag
+ * (found, or definitely not found), or returns BR_EWOULDBLOCK when the answer needs a disk
+ * read, or BR_ECLOSED when db has been deleted since it was opened; in both cases *out is
+ * untouched, eb is not set, nothing is logged, and the caller asks again without the flag
+ * (from a thread that may block). */
+BR_NODISCARD br_err br_db_get(br_db *db, const char *id, size_t id_len, const struct br_get_opts *o,
+                              struct br_doc **out, struct br_errbuf *eb);
 
 /* open_revs: the given revisions (NULL/0: all leaves). For each, *out[i] is a document or, for a
  * revision not held, a struct with body NULL and `missing` set. Caller frees with
  * br_open_revs_free. BR_ENOTFOUND if the document does not exist at all. */
 struct br_open_rev {
     bool missing;
-    struct br_rev rev;    /* the revision asked for (or the leaf) */
-    struct br_doc *doc;   /* NULL when missing */
+    struct br_rev rev;  /* the revision asked for (or the leaf) */
+    struct br_doc *doc; /* NULL when missing */
 };
 BR_NODISCARD br_err br_db_get_open_revs(br_db *db, const char *id, size_t id_len,
                                         const struct br_rev *revs, size_t n, bool with_revs,
@@ -249,12 +267,12 @@ void br_revsdiff_out_fini(struct br_revsdiff_out *out, size_t n);
  * (choose is not a live leaf). */
 struct br_resolve {
     const struct br_rev *base;
-    const struct br_rev *choose;  /* or NULL with a merge body */
-    const uint8_t *merge_body;    /* canonical CBOR map, or NULL */
+    const struct br_rev *choose; /* or NULL with a merge body */
+    const uint8_t *merge_body;   /* canonical CBOR map, or NULL */
     size_t merge_body_len;
 };
 struct br_resolve_result {
-    struct br_rev rev;        /* the winner afterwards */
+    struct br_rev rev; /* the winner afterwards */
     uint32_t conflicts_resolved;
 };
 BR_NODISCARD br_err br_db_resolve(br_db *db, const char *id, size_t id_len,
@@ -266,14 +284,14 @@ BR_NODISCARD br_err br_db_resolve(br_db *db, const char *id, size_t id_len,
 struct br_alldocs_opts {
     const char *startkey; /* NULL: from the first (or last, descending) */
     size_t startkey_len;
-    const char *endkey;   /* NULL: to the end */
+    const char *endkey; /* NULL: to the end */
     size_t endkey_len;
-    bool inclusive_end;   /* CouchDB default true */
+    bool inclusive_end; /* CouchDB default true */
     bool descending;
-    size_t limit;         /* 0: no limit */
+    size_t limit; /* 0: no limit */
     size_t skip;
     bool include_docs;
-    bool conflicts;       /* with include_docs */
+    bool conflicts; /* with include_docs */
 };
 typedef int (*br_alldocs_cb)(void *arg, const char *id, size_t id_len, const struct br_rev *rev,
                              const struct br_doc *doc);
@@ -288,17 +306,17 @@ struct br_change {
     const char *id;
     size_t id_len;
     struct br_hlc seq;
-    struct br_rev rev;     /* the winning revision */
-    bool deleted;          /* the winner is a tombstone */
+    struct br_rev rev;           /* the winning revision */
+    bool deleted;                /* the winner is a tombstone */
     const struct br_rev *leaves; /* style=all_docs: every leaf, winner first; else just rev */
     size_t n_leaves;
 };
 typedef int (*br_changes_cb)(void *arg, const struct br_change *c);
 
 struct br_changes_opts {
-    struct br_hlc since;  /* exclusive; BR_HLC_MIN: from the start */
-    size_t limit;         /* 0: no limit */
-    bool all_docs;        /* style=all_docs */
+    struct br_hlc since; /* exclusive; BR_HLC_MIN: from the start */
+    size_t limit;        /* 0: no limit */
+    bool all_docs;       /* style=all_docs */
     bool descending;
     const char *const *doc_ids; /* filter; NULL: all */
     const size_t *doc_id_lens;
@@ -333,9 +351,8 @@ BR_NODISCARD br_err br_changes_stream_open(br_db *db, const struct br_changes_op
 /* Deliver up to `max` changes after the position (0: o->limit or 100), waiting up to timeout_ms
  * for the first one. *batch_last gets the seq to acknowledge. BR_ETIMEDOUT when nothing came
  * (the stream stays usable), BR_ENOTFOUND if the database was deleted. */
-BR_NODISCARD br_err br_changes_stream_next(br_changes_stream *cs, size_t max,
-                                           uint64_t timeout_ms, br_changes_cb cb, void *arg,
-                                           struct br_hlc *batch_last);
+BR_NODISCARD br_err br_changes_stream_next(br_changes_stream *cs, size_t max, uint64_t timeout_ms,
+                                           br_changes_cb cb, void *arg, struct br_hlc *batch_last);
 /* Move the position to `upto` (never backwards). */
 void br_changes_stream_ack(br_changes_stream *cs, struct br_hlc upto);
 struct br_hlc br_changes_stream_position(const br_changes_stream *cs);
@@ -352,12 +369,10 @@ void br_db_unwatch(br_db *db, uint64_t id);
 /* Put: `rev` must be the current "0-N" (NULL to create); BR_ECONFLICT otherwise. id is without
  * the "_local/" prefix. *new_rev gets "0-(N+1)". */
 BR_NODISCARD br_err br_db_local_put(br_db *db, const char *id, size_t id_len,
-                                    const struct br_rev *rev, const uint8_t *body,
-                                    size_t body_len, const struct br_write_opts *wo,
-                                    struct br_rev *new_rev);
+                                    const struct br_rev *rev, const uint8_t *body, size_t body_len,
+                                    const struct br_write_opts *wo, struct br_rev *new_rev);
 /* Get: *out is a br_doc (caller frees with br_doc_free). BR_ENOTFOUND. */
-BR_NODISCARD br_err br_db_local_get(br_db *db, const char *id, size_t id_len,
-                                    struct br_doc **out);
+BR_NODISCARD br_err br_db_local_get(br_db *db, const char *id, size_t id_len, struct br_doc **out);
 /* Delete: rev must match when given; BR_ENOTFOUND, BR_ECONFLICT. */
 BR_NODISCARD br_err br_db_local_delete(br_db *db, const char *id, size_t id_len,
                                        const struct br_rev *rev, const struct br_write_opts *wo);
@@ -365,19 +380,20 @@ BR_NODISCARD br_err br_db_local_delete(br_db *db, const char *id, size_t id_len,
 /* ---- verification (fsck) ---- */
 
 struct br_db_check {
-    uint64_t docs;          /* document records read */
-    uint64_t changes;       /* change entries read */
-    uint64_t postings;      /* path index postings the live documents call for */
-    uint64_t problems;      /* inconsistencies found (each is logged at error level) */
-    char first[256];        /* the first problem, for a person */
+    uint64_t docs;     /* document records read */
+    uint64_t changes;  /* change entries read */
+    uint64_t postings; /* path index postings the live documents call for */
+    uint64_t problems; /* inconsistencies found (each is logged at error level) */
+    char first[256];   /* the first problem, for a person */
 };
 
 /* Read the whole database on one snapshot and check that the document records, the changes
  * feed, the attachment references and the digest agree: every record decodes; every document
  * has exactly one change entry, at its seq, naming its winner; no change entry is orphaned; the
- * path index holds exactly the postings of the live winners; the stored digest (counts, set hash, last seq) equals one recomputed from the records. BR_OK with
- * out->problems == 0 means consistent. Thread: any (writers may run; the check reads a
- * snapshot, and the digest is compared against the same snapshot). */
+ * path index holds exactly the postings of the live winners; the stored digest (counts, set hash,
+ * last seq) equals one recomputed from the records. BR_OK with out->problems == 0 means consistent.
+ * Thread: any (writers may run; the check reads a snapshot, and the digest is compared against the
+ * same snapshot). */
 BR_NODISCARD br_err br_db_check(br_db *db, struct br_db_check *out);
 
 #endif
