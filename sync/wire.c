@@ -117,6 +117,8 @@ static const char *const TYPE_NAMES[] = {
     "local_get_reply",
     "local_put",
     "local_put_reply",
+    "probe",
+    "probe_reply",
 };
 #define N_TYPES (sizeof TYPE_NAMES / sizeof TYPE_NAMES[0])
 
@@ -789,8 +791,8 @@ static br_err rd_revdocs(struct dec *d, struct br_wire_revdoc **out, size_t *n_o
     return BR_OK;
 }
 
-static const char *const PEER_K[] = {"node", "addrs", "hlc"};
-static const struct keys PEER_KEYS = {PEER_K, 3, 0x7};
+static const char *const PEER_K[] = {"node", "addrs", "hlc", "state"};
+static const struct keys PEER_KEYS = {PEER_K, 4, 0x7};
 
 static br_err rd_peers(struct dec *d, struct br_wire_peer **out, size_t *n_out)
 {
@@ -814,8 +816,10 @@ static br_err rd_peers(struct dec *d, struct br_wire_peer **out, size_t *n_out)
                 e = rd_text(d, "node", 1, BR_WIRE_MAX_NODE, &v[i].node, NULL);
             else if (k == 1)
                 e = rd_texts(d, "addrs", BR_WIRE_MAX_TEXT, &v[i].addrs, &v[i].n_addrs);
-            else
+            else if (k == 2)
                 e = rd_hlc(d, "hlc", &v[i].hlc);
+            else if (!(e = rd_uint(d, "state", &v[i].state)) && v[i].state > 2)
+                e = bad(d, "member state %llu is not 0, 1 or 2", (unsigned long long)v[i].state);
         }
         if (!e)
             e = check_required(d, &PEER_KEYS, seen);
@@ -859,7 +863,7 @@ static const char *const CREPLY_K[] = {"type", "rid", "changes", "last", "pendin
 static const char *const RDIFF_K[] = {"type", "rid", "db", "docs"};
 static const char *const RDREPLY_K[] = {"type", "rid", "docs"};
 static const char *const GETREVS_K[] = {"type", "rid", "db", "docs", "have", "data"};
-static const char *const PEERS_K[] = {"type", "rid", "peers"};
+static const char *const PEERS_K[] = {"type", "rid", "peers", "mhash"};
 static const char *const PING_K[] = {"type", "rid", "hlc"};
 static const char *const ERROR_K[] = {"type", "rid", "code", "reason"};
 static const char *const PUTREVS_K[] = {"type", "rid", "db", "docs"};
@@ -868,17 +872,20 @@ static const char *const LGET_K[] = {"type", "rid", "db", "id"};
 static const char *const LGREPLY_K[] = {"type", "rid", "rev", "body"};
 static const char *const LPUT_K[] = {"type", "rid", "db", "id", "body", "rev"};
 static const char *const LPREPLY_K[] = {"type", "rid", "rev"};
+static const char *const PROBE_K[] = {"type", "rid", "node"};
+static const char *const PRBREPLY_K[] = {"type", "rid", "alive"};
 
 static const struct keys TYPE_KEYS[N_TYPES] = {
     [BR_WIRE_HELLO] = {HELLO_K, 6, 0x3f},      [BR_WIRE_DIGEST] = {DIGEST_K, 3, 0x7},
     [BR_WIRE_CHANGES] = {CHANGES_K, 6, 0x1f},  [BR_WIRE_CHANGES_REPLY] = {CREPLY_K, 5, 0x1f},
     [BR_WIRE_REVSDIFF] = {RDIFF_K, 4, 0xf},    [BR_WIRE_REVSDIFF_REPLY] = {RDREPLY_K, 3, 0x7},
     [BR_WIRE_GET_REVS] = {GETREVS_K, 6, 0x3f}, [BR_WIRE_GET_REVS_REPLY] = {RDREPLY_K, 3, 0x7},
-    [BR_WIRE_PEERS] = {PEERS_K, 3, 0x7},       [BR_WIRE_PING] = {PING_K, 3, 0x7},
+    [BR_WIRE_PEERS] = {PEERS_K, 4, 0x7},       [BR_WIRE_PING] = {PING_K, 3, 0x7},
     [BR_WIRE_PONG] = {PING_K, 3, 0x7},         [BR_WIRE_ERROR] = {ERROR_K, 4, 0xf},
     [BR_WIRE_PUT_REVS] = {PUTREVS_K, 4, 0xf},  [BR_WIRE_PUT_REVS_REPLY] = {PRREPLY_K, 3, 0x7},
     [BR_WIRE_LOCAL_GET] = {LGET_K, 4, 0xf},    [BR_WIRE_LOCAL_GET_REPLY] = {LGREPLY_K, 4, 0xf},
     [BR_WIRE_LOCAL_PUT] = {LPUT_K, 6, 0x1f},   [BR_WIRE_LOCAL_PUT_REPLY] = {LPREPLY_K, 3, 0x7},
+    [BR_WIRE_PROBE] = {PROBE_K, 3, 0x7},       [BR_WIRE_PROBE_REPLY] = {PRBREPLY_K, 3, 0x7},
 };
 
 /* First pass: the type and the request id, whatever the key order. */
@@ -1014,7 +1021,16 @@ static br_err decode_body(struct dec *d, struct br_wire_msg *m)
             e = rd_revdocs(d, &m->u.get_revs_reply.docs, &m->u.get_revs_reply.n);
             break;
         case BR_WIRE_PEERS:
-            e = rd_peers(d, &m->u.peers.peers, &m->u.peers.n);
+            if (i == 2)
+                e = rd_peers(d, &m->u.peers.peers, &m->u.peers.n);
+            else
+                e = rd_uint(d, key, &m->u.peers.mhash);
+            break;
+        case BR_WIRE_PROBE:
+            e = rd_text(d, key, 1, BR_WIRE_MAX_NODE, &m->u.probe.node, NULL);
+            break;
+        case BR_WIRE_PROBE_REPLY:
+            e = rd_bool(d, key, &m->u.probe_reply.alive);
             break;
         case BR_WIRE_PING:
         case BR_WIRE_PONG:
@@ -1350,6 +1366,8 @@ static void encode_msg(struct enc *x, const struct br_wire_msg *m)
         n--;
     if (m->type == BR_WIRE_LOCAL_PUT && !m->u.local.has_rev)
         n--;
+    if (m->type == BR_WIRE_PEERS && !m->u.peers.mhash)
+        n--;
 
     put_map(x, n);
     put_ctext(x, "type", TYPE_NAMES[m->type], 1, 64);
@@ -1422,11 +1440,23 @@ static void encode_msg(struct enc *x, const struct br_wire_msg *m)
         put_array(x, "peers", m->u.peers.n);
         for (size_t i = 0; i < m->u.peers.n && !x->e; i++) {
             const struct br_wire_peer *p = &m->u.peers.peers[i];
-            put_map(x, 3);
+            if (p->state > 2)
+                invalid(x, "member state");
+            put_map(x, p->state ? 4 : 3);
             put_ctext(x, "node", p->node, 1, BR_WIRE_MAX_NODE);
             put_texts(x, "addrs", p->addrs, p->n_addrs, BR_WIRE_MAX_TEXT);
             put_hlc(x, "hlc", p->hlc);
+            if (p->state)
+                put_uint(x, "state", p->state);
         }
+        if (m->u.peers.mhash)
+            put_uint(x, "mhash", m->u.peers.mhash);
+        break;
+    case BR_WIRE_PROBE:
+        put_ctext(x, "node", m->u.probe.node, 1, BR_WIRE_MAX_NODE);
+        break;
+    case BR_WIRE_PROBE_REPLY:
+        put_bool(x, "alive", m->u.probe_reply.alive);
         break;
     case BR_WIRE_PING:
     case BR_WIRE_PONG:

@@ -106,12 +106,31 @@ Test(wire, digest_ping_pong_peers_error_roundtrip)
     br_wire_msg_free(roundtrip(&m));
 
     const char *addrs[] = {"ws://10.0.0.2:7070", "ws://[fe80::1]:7070"};
-    struct br_wire_peer peers[1] = {{"NODE-B", addrs, 2, {77, 0}}};
+    struct br_wire_peer peers[2] = {{"NODE-B", addrs, 2, {77, 0}, 0},
+                                    {"NODE-C", addrs, 1, {78, 0}, 2}};
     m = (struct br_wire_msg){.type = BR_WIRE_PEERS, .rid = 3};
     m.u.peers.peers = peers;
-    m.u.peers.n = 1;
+    m.u.peers.n = 2;
     d = roundtrip(&m);
     cr_assert_str_eq(d->u.peers.peers[0].addrs[1], "ws://[fe80::1]:7070");
+    cr_assert_eq(d->u.peers.peers[0].state, 0);
+    cr_assert_eq(d->u.peers.peers[1].state, 2);
+    cr_assert_eq(d->u.peers.mhash, 0);
+    br_wire_msg_free(d);
+    m.u.peers.mhash = 0x1234567890abcdefull;
+    d = roundtrip(&m);
+    cr_assert_eq(d->u.peers.mhash, 0x1234567890abcdefull);
+    br_wire_msg_free(d);
+
+    m = (struct br_wire_msg){.type = BR_WIRE_PROBE, .rid = 5};
+    m.u.probe.node = "NODE-C";
+    d = roundtrip(&m);
+    cr_assert_str_eq(d->u.probe.node, "NODE-C");
+    br_wire_msg_free(d);
+    m = (struct br_wire_msg){.type = BR_WIRE_PROBE_REPLY, .rid = 5};
+    m.u.probe_reply.alive = true;
+    d = roundtrip(&m);
+    cr_assert(d->u.probe_reply.alive);
     br_wire_msg_free(d);
 
     m = (struct br_wire_msg){.type = BR_WIRE_ERROR, .rid = 4};
@@ -774,6 +793,31 @@ Test(wire, decode_rejects_bad_peers_ping_error)
     w_arr(&w, 1);
     w_bool(&w, true);
     w_bad(&w, "addrs must be a text string");
+    uint8_t hz[12] = {0};
+    w_init(&w); /* a member state past dead */
+    w_head(&w, 3, "peers");
+    w_s(&w, "peers");
+    w_arr(&w, 1);
+    w_map(&w, 4);
+    w_s(&w, "node");
+    w_s(&w, "n");
+    w_s(&w, "addrs");
+    w_arr(&w, 0);
+    w_s(&w, "hlc");
+    cr_assert_eq(br_cbor_put_bytes(&w.b, hz, 12), BR_OK);
+    w_s(&w, "state");
+    w_u(&w, 3);
+    w_bad(&w, "member state 3");
+    w_init(&w);
+    w_head(&w, 3, "probe");
+    w_s(&w, "node");
+    w_s(&w, "");
+    w_bad(&w, "node");
+    w_init(&w);
+    w_head(&w, 3, "probe_reply");
+    w_s(&w, "alive");
+    w_u(&w, 1);
+    w_bad(&w, "alive");
     w_init(&w);
     w_head(&w, 2, "pong");
     w_bad(&w, "missing key hlc");

@@ -28,7 +28,8 @@
  *   get_revs_reply   docs [{id, rev, ?missing true | deleted bool, body map, start uint,
  *                    ids [hash], atts [{name, type, digest, length, revpos, ?key bytes(32),
  *                    ?data bytes}]}]
- *   peers            peers [{node, addrs [text], hlc bytes(12)}]
+ *   peers            peers [{node, addrs [text], hlc bytes(12), ?state uint (0..2)}],
+ *                    ?mhash uint (the sender's membership hash, gossip.h)
  *   ping, pong       hlc bytes(12)
  *   error            code uint (a br_err value), reason text
  *   put_revs         db, docs [as in get_revs_reply, never missing]  (push to a peer)
@@ -38,6 +39,8 @@
  *                    (local docs' revs are "0-N", N decimal: they have no revision tree)
  *   local_put        db, id, ?rev (absent: create), body map
  *   local_put_reply  rev
+ *   probe            node text (SWIM's indirect probe: can you reach this member?)
+ *   probe_reply      alive bool
  * Messages up to "error" are version 1's first set; the rest were added later and only ever
  * appended (values are never renumbered).
  * Thread: any; nothing here keeps state. */
@@ -83,6 +86,8 @@ enum br_wire_type {
     BR_WIRE_LOCAL_GET_REPLY,
     BR_WIRE_LOCAL_PUT,
     BR_WIRE_LOCAL_PUT_REPLY,
+    BR_WIRE_PROBE,
+    BR_WIRE_PROBE_REPLY,
 };
 /* "hello", "changes_reply", ...; NULL for a value outside the enum. */
 const char *br_wire_type_name(enum br_wire_type t);
@@ -169,11 +174,14 @@ struct br_wire_revdoc {
     size_t n_atts;
 };
 
+/* A member of the mesh as gossip carries it (gossip.h): hlc is its incarnation, the HLC at
+ * which it last declared itself alive; state is 0 alive, 1 suspect, 2 dead (absent: alive). */
 struct br_wire_peer {
     const char *node;
     const char *const *addrs;
     size_t n_addrs;
     struct br_hlc hlc;
+    uint64_t state;
 };
 
 struct br_wire_msg {
@@ -228,7 +236,14 @@ struct br_wire_msg {
         struct {
             struct br_wire_peer *peers;
             size_t n;
+            uint64_t mhash; /* the sender's membership hash (0: not given) */
         } peers;
+        struct {
+            const char *node; /* probe: is this member reachable from you? */
+        } probe;
+        struct {
+            bool alive;
+        } probe_reply;
         struct {
             struct br_hlc hlc;
         } ping; /* also pong */
