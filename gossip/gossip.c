@@ -32,6 +32,8 @@ const char *br_member_state_name(enum br_member_state s)
     return "?";
 }
 
+static void touched(br_gossip *g, struct br_gossip_member *m);
+
 static unsigned dflt(unsigned v, unsigned d)
 {
     return v ? v : d;
@@ -57,6 +59,7 @@ br_err br_gossip_new(const struct br_gossip_opts *o, br_gossip **out, struct br_
     g->o.self = NULL;
     snprintf(g->self.id, sizeof g->self.id, "%s", o->self);
     g->self.inc = o->self_inc;
+    touched(g, &g->self); /* announce our incarnation */
     *out = g;
     return BR_OK;
 }
@@ -414,11 +417,10 @@ size_t br_gossip_entries(br_gossip *g, struct br_wire_peer *out, size_t max, siz
     size_t k = 0;
     if (max > BR_GOSSIP_MAX_ENTRIES)
         max = BR_GOSSIP_MAX_ENTRIES;
-    if (k < max) {
+    if (k < max && g->self.sends_left) {
         to_wire(g, &g->self, &out[k], k);
         k++;
-        if (g->self.sends_left)
-            g->self.sends_left--;
+        g->self.sends_left--;
     }
     for (size_t i = 0; i < g->n && k < max; i++)
         if (g->m[i].sends_left) {

@@ -210,3 +210,11 @@ void api_active_tasks(struct br_api *api, br_http_ex *x)
 {
     api_json(x, 200, br_repmgr_tasks(api->reps));
 }
+
+void api_peers(struct br_api *api, br_http_ex *x)
+{
+    json_t *o = api->peers ? api->peers(api->gauges_arg) : NULL;
+    if (!o)
+        o = json_pack("{s:n,s:[],s:b}", "self", "members", "mesh_sync", 0);
+    api_json(x, 200, o);
+}

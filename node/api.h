@@ -39,6 +39,8 @@ struct br_api {
     struct br_repmgr *reps;     /* POST /_replicate, GET /_active_tasks */
     const char *node_id;        /* text node id for /_node (borrowed); NULL: "unassigned" */
     size_t (*links)(void *arg); /* links up, for /_node; may be NULL */
+    /* GET /_peers: the mesh's members as JSON (caller owns), on the loop; may be NULL. */
+    json_t *(*peers)(void *arg);
 };
 
 typedef void (*br_api_fn)(struct br_api *api, br_http_ex *x);
@@ -88,6 +90,7 @@ void api_all_dbs(struct br_api *api, br_http_ex *x);
 void api_node(struct br_api *api, br_http_ex *x);
 void api_replicate(struct br_api *api, br_http_ex *x); /* replications.c does the work */
 void api_active_tasks(struct br_api *api, br_http_ex *x);
+void api_peers(struct br_api *api, br_http_ex *x);
 void api_metrics(struct br_api *api, br_http_ex *x); /* Thread: loop (reads the gauges) */
 
 void api_db_create(struct br_api *api, br_http_ex *x);

@@ -881,19 +881,32 @@ static int cmd_serve(struct cli *c)
     struct br_serve_opts o = {.data = c->data, .port = -1, .idle_flush_s = -1};
     size_t cap = (size_t)c->argc + 1;
     const char **peers = br_calloc(cap, sizeof *peers), **dbs = br_calloc(cap, sizeof *dbs),
-               **allow = br_calloc(cap, sizeof *allow);
+               **allow = br_calloc(cap, sizeof *allow), **mdbs = br_calloc(cap, sizeof *mdbs);
     int rc = 1;
-    if (!peers || !dbs || !allow) {
+    if (!peers || !dbs || !allow || !mdbs) {
         rc = fail_err(c, BR_ENOMEM, "out of memory");
         goto done;
     }
     o.peers = peers;
     o.peer_dbs = dbs;
     o.allow = allow;
+    o.mesh_dbs = mdbs;
     for (int i = 0; i < c->argc; i++) {
         const char *a = c->argv[i];
         if (strcmp(a, "--no-fast-get") == 0) { /* every document GET on a worker (tests) */
             o.no_fast_get = true;
+            continue;
+        }
+        if (strcmp(a, "--mesh") == 0) {
+            o.mesh = true;
+            continue;
+        }
+        if (strcmp(a, "--no-mesh") == 0) {
+            o.no_mesh = true;
+            continue;
+        }
+        if (strcmp(a, "--no-mdns") == 0) {
+            o.no_mdns = true;
             continue;
         }
         const char *v = opt_value(c, &i);
@@ -923,6 +936,10 @@ static int cmd_serve(struct cli *c)
             o.mesh_key = v;
             continue;
         }
+        if (strcmp(a, "--mesh-db") == 0) {
+            mdbs[o.n_mesh_dbs++] = v;
+            continue;
+        }
         if (strcmp(a, "--config") == 0) {
             o.config = v;
             continue;
@@ -945,6 +962,16 @@ static int cmd_serve(struct cli *c)
             o.idle_flush_s = (int)n;
         } else if (strcmp(a, "--cache-mb") == 0 && n > 0 && n <= 65536) {
             o.cache_bytes = (size_t)n << 20;
+        } else if (strcmp(a, "--gossip-interval") == 0 && n >= 10 && n <= 600000) {
+            o.gossip_interval_ms = (unsigned)n;
+        } else if (strcmp(a, "--fanout") == 0 && n > 0 && n <= 64) {
+            o.gossip_fanout = (unsigned)n;
+        } else if (strcmp(a, "--max-links") == 0 && n > 0 && n <= 256) {
+            o.max_links = (unsigned)n;
+        } else if (strcmp(a, "--probe-ms") == 0 && n >= 10 && n <= 600000) {
+            o.probe_ms = (unsigned)n;
+        } else if (strcmp(a, "--dead-ms") == 0 && n >= 10 && n <= 3600000) {
+            o.dead_ms = (unsigned)n;
         } else {
             rc = fail_usage(c, usage);
             goto done;
@@ -955,6 +982,7 @@ done:
     br_free(peers);
     br_free(dbs);
     br_free(allow);
+    br_free(mdbs);
     return rc;
 }
 
@@ -1028,6 +1056,11 @@ static int cmd_help(struct cli *c)
             "        [--request-timeout S]   run a node: the HTTP API on 127.0.0.1:7070\n"
             "        [--peer ws://HOST:PORT]... [--peer-db DB]... [--mesh-key FILE]\n"
             "        [--allow NODE_ID]...    links (WS /_p2p): keep DBs in sync with peers\n"
+            "        [--mesh] [--no-mesh]    the mesh (on with a mesh key): gossip, mDNS, and\n"
+            "        [--no-mdns]             every database (or --mesh-db NAME[=PAT|PAT]...)\n"
+            "        [--mesh-db ...]         pulled from every linked member\n"
+            "        [--gossip-interval MS] [--fanout N] [--max-links N] [--probe-ms MS]\n"
+            "        [--dead-ms MS]          gossip timing (1000, 3, 8, 1000, 3000)\n"
             "        [--idle-flush S]        flush memtables after S s without writes (5; 0 off)\n"
             "        [--cache-mb N]          RocksDB block cache (32)\n"
             "        [--max-attachment BYTES] attachment uploads, streamed (4 GiB)\n"
@@ -1047,6 +1080,7 @@ static int cmd_help(struct cli *c)
             "[--include-docs]\n"
             "  check DB                      verify records, changes feed and digest agree\n"
             "  id                            print this node's id (creates the identity)\n"
+            "  peers                         a running node's mesh members (GET /_peers)\n"
             "  mesh-key new FILE             write a new mesh key (mode 0600), print its "
             "fingerprint\n"
             "\n"
@@ -1117,6 +1151,13 @@ int br_cli_run(int argc, char **argv, FILE *in, FILE *out, FILE *err)
     if (user && !url) {
         free(rest);
         return fail_usage(&c, "--user goes with --url");
+    }
+    if (!url && strcmp(rest[0], "peers") == 0) {
+        if (data_given) {
+            free(rest);
+            return fail_usage(&c, "peers asks a running node: --url http://HOST:PORT");
+        }
+        url = "http://127.0.0.1:7070";
     }
     if (url) {
         struct br_cli_remote r = {.url = url,

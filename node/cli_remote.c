@@ -329,6 +329,13 @@ static int cmd_find(struct rc *c)
     return rc;
 }
 
+static int cmd_peers(struct rc *c)
+{
+    if (c->argc != 1)
+        return usage(c, "barrel [--url URL] peers");
+    return simple(c, "GET", "_peers", NULL, NULL, NULL);
+}
+
 static int cmd_all_docs(struct rc *c)
 {
     static const char u[] = "barrel all-docs DB [--startkey K] [--endkey K] [--limit N] "
@@ -393,6 +400,7 @@ int br_cli_remote_run(const struct br_cli_remote *r, int argc, char **argv)
         {"db", cmd_db},         {"put", cmd_put},           {"get", cmd_get},
         {"delete", cmd_delete}, {"changes", cmd_changes},   {"revsdiff", cmd_revsdiff},
         {"bulk", cmd_bulk},     {"all-docs", cmd_all_docs}, {"find", cmd_find},
+        {"peers", cmd_peers},
     };
     int rc = -1;
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {

@@ -242,6 +242,45 @@ br_err br_metrics_render(br_metrics *m, const struct br_metrics_gauges *g, br_st
                 "# TYPE barrel_p2p_bytes_received_total counter\n"
                 "barrel_p2p_bytes_received_total %llu\n",
                 (unsigned long long)g->p2p_bytes_sent, (unsigned long long)g->p2p_bytes_received);
+    if (!e && g->mesh)
+        e = put(out,
+                "# HELP barrel_mesh_members Members of the mesh by state (this node excluded).\n"
+                "# TYPE barrel_mesh_members gauge\n"
+                "barrel_mesh_members{state=\"alive\"} %llu\n"
+                "barrel_mesh_members{state=\"suspect\"} %llu\n"
+                "barrel_mesh_members{state=\"dead\"} %llu\n",
+                (unsigned long long)g->members_alive, (unsigned long long)g->members_suspect,
+                (unsigned long long)g->members_dead);
+    if (!e && g->mesh)
+        e = put(out,
+                "# HELP barrel_gossip_messages_total Gossip messages (member entries) by "
+                "direction.\n"
+                "# TYPE barrel_gossip_messages_total counter\n"
+                "barrel_gossip_messages_total{dir=\"sent\"} %llu\n"
+                "barrel_gossip_messages_total{dir=\"received\"} %llu\n"
+                "# HELP barrel_digests_total Database digests sent by gossip rounds and received "
+                "from members.\n"
+                "# TYPE barrel_digests_total counter\n"
+                "barrel_digests_total{dir=\"sent\"} %llu\n"
+                "barrel_digests_total{dir=\"received\"} %llu\n",
+                (unsigned long long)g->gossip_sent, (unsigned long long)g->gossip_received,
+                (unsigned long long)g->digests_sent, (unsigned long long)g->digests_received);
+    if (!e && g->mesh)
+        e = put(out,
+                "# HELP barrel_mesh_pulls_started_total Pulls of a mesh database started for a "
+                "linked member.\n# TYPE barrel_mesh_pulls_started_total counter\n"
+                "barrel_mesh_pulls_started_total %llu\n"
+                "# HELP barrel_mesh_pulls_woken_total Digests that showed a member's database "
+                "past what our pull had seen, waking it.\n"
+                "# TYPE barrel_mesh_pulls_woken_total counter\n"
+                "barrel_mesh_pulls_woken_total %llu\n",
+                (unsigned long long)g->pulls_started, (unsigned long long)g->pulls_woken);
+    if (!e && g->mesh)
+        e = put(out,
+                "# HELP barrel_gossip_refused_total Gossip entries refused (hostile or "
+                "malformed).\n"
+                "# TYPE barrel_gossip_refused_total counter\nbarrel_gossip_refused_total %llu\n",
+                (unsigned long long)g->gossip_refused);
     if (!e)
         e = render_store(store, out);
     return e;

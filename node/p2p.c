@@ -20,6 +20,7 @@
 #include "barrel/nodeid.h"
 #include "barrel/replicator.h"
 
+#include "mesh.h"
 #include "p2p_int.h"
 
 #define TAG "p2p"
@@ -69,6 +70,7 @@ struct br_p2p {
     bool stopping;
     struct fail_slot fails[FAIL_SLOTS];
     atomic_uint_fast64_t bytes_sent, bytes_received; /* WebSocket frames, headers included */
+    br_mesh *mesh;                                   /* loop */
 };
 
 /* Bytes of one WebSocket frame carrying n payload bytes (RFC 6455 5.2; clients mask). */
@@ -323,6 +325,8 @@ static void link_gone(struct link *l)
     l->ws = NULL;
     mark_closed(l);
     unwatch_all(l);
+    if (p->mesh)
+        mesh_link_gone(p->mesh, l, was_up);
     pthread_mutex_lock(&p->mu);
     if (l->prev)
         l->prev->next = l->next;
@@ -792,10 +796,14 @@ static void on_hello(struct link *l, struct br_wire_msg *m)
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
+    if (l->p->mesh && l->state == LINK_UP)
+        mesh_link_ready(l->p->mesh, l);
 }
 
 static void dispatch(struct link *l, struct br_wire_msg *m)
 {
+    if (l->p->mesh && l->state == LINK_UP && mesh_on_message(l->p->mesh, l, m))
+        return;
     switch (m->type) {
     case BR_WIRE_HELLO:
         on_hello(l, m);
@@ -817,7 +825,13 @@ static void dispatch(struct link *l, struct br_wire_msg *m)
         }
         break;
     case BR_WIRE_PEERS:
+    case BR_WIRE_PROBE_REPLY:
+        break; /* gossip: the mesh's (ignored without one) */
+    case BR_WIRE_PROBE: {
+        struct br_wire_msg r = {.type = BR_WIRE_PROBE_REPLY, .rid = m->rid};
+        (void)send_msg(l, &r); /* no mesh: no member table to answer from */
         break;
+    }
     case BR_WIRE_CHANGES:
     case BR_WIRE_REVSDIFF:
     case BR_WIRE_GET_REVS:
@@ -857,6 +871,12 @@ static void on_handshake_msg(struct link *l)
     l->peer = *br_handshake_peer_id(l->hs);
     br_nodeid_format(&l->peer, l->peer_text);
     br_nodeid_short(&l->peer, l->peer_short);
+    if (l->expect[0] && strcmp(l->expect, l->peer_text) != 0) {
+        char want[BR_NODE_ID_SHORT_LEN + 1];
+        snprintf(want, sizeof want, "%.*s", BR_NODE_ID_SHORT_LEN, l->expect);
+        link_close(l, "peer_id_mismatch expected=%s", want);
+        return;
+    }
     e = br_handshake_link(l->hs, &fo, &l->fr);
     br_handshake_free(l->hs);
     l->hs = NULL;
@@ -1321,6 +1341,63 @@ br_err br_p2p_endpoint_open(br_p2p *p, const char *url_or_nodeid, const char *db
         e = p2p_endpoint_new(l, db, out);
     p2p_link_unref(l);
     return e;
+}
+
+/* ---- for mesh.c ---- */
+
+struct link *p2p_links(br_p2p *p)
+{
+    return p->links;
+}
+
+br_err p2p_send(struct link *l, const struct br_wire_msg *m)
+{
+    if (l->state != LINK_UP)
+        return BR_ECLOSED;
+    return send_msg(l, m);
+}
+
+void p2p_close(struct link *l, const char *reason)
+{
+    link_close(l, "%s", reason);
+}
+
+br_err p2p_dial(br_p2p *p, const char *host, int port, const char *expect_id)
+{
+    if (p->stopping)
+        return BR_ECLOSED;
+    char addr[160];
+    snprintf(addr, sizeof addr, "%s:%d", host, port);
+    struct link *l = link_new(p, true, addr);
+    if (!l)
+        return BR_ENOMEM;
+    snprintf(l->expect, sizeof l->expect, "%s", expect_id ? expect_id : "");
+    l->by_mesh = true;
+    if (br_http_ws_connect(p->o.http, host, port, P2P_PATH, l)) {
+        link_gone(l);
+        return BR_EIO;
+    }
+    return BR_OK;
+}
+
+uint64_t p2p_now_ns(void)
+{
+    return now_ns();
+}
+
+uint64_t p2p_timeout_ns(const br_p2p *p)
+{
+    return (uint64_t)p->o.timeout_ms * 1000000ull;
+}
+
+br_store *p2p_store(br_p2p *p)
+{
+    return p->o.store;
+}
+
+void br_p2p_set_mesh(br_p2p *p, struct br_mesh *mesh)
+{
+    p->mesh = mesh;
 }
 
 /* ---- life ---- */

@@ -93,6 +93,10 @@ void br_p2p_ws_client_open(br_p2p *p, void *user, br_http_ws *ws);
 void br_p2p_ws_closed(br_p2p *p, void *user);
 void br_p2p_on_wake(br_p2p *p);
 void br_p2p_on_tick(br_p2p *p);
+/* Attach the mesh (mesh.h) that hears of links and gossip; NULL detaches. Thread: loop. */
+struct br_mesh;
+void br_p2p_set_mesh(br_p2p *p, struct br_mesh *mesh);
+
 /* Links with a finished handshake. */
 size_t br_p2p_link_count(const br_p2p *p);
 

@@ -67,6 +67,9 @@ struct link {
     char peer_text[BR_NODE_ID_TEXT_LEN + 1];
     char peer_short[BR_NODE_ID_SHORT_LEN + 1];
     atomic_bool want_write;
+    void *mesh;                           /* mesh.c's state for this link (loop) */
+    char expect[BR_NODE_ID_TEXT_LEN + 1]; /* dialled for this member: "" any */
+    bool by_mesh;                         /* dialled by the mesh */
 
     /* shared with endpoint threads, under mu */
     pthread_mutex_t mu;
@@ -95,6 +98,17 @@ BR_NODISCARD br_err p2p_request(struct link *l, struct br_wire_msg *m, struct br
 struct br_hlc p2p_remote_last(struct link *l, const char *db);
 /* This node's id in text. */
 const char *p2p_self_text(const br_p2p *p);
+
+/* For mesh.c (loop thread): the links, sending, closing and dialling. */
+struct link *p2p_links(br_p2p *p);
+BR_NODISCARD br_err p2p_send(struct link *l, const struct br_wire_msg *m);
+void p2p_close(struct link *l, const char *reason);
+/* Dial host:port expecting member expect_id (the link closes with peer_id_mismatch if the
+ * handshake proves another id). */
+BR_NODISCARD br_err p2p_dial(br_p2p *p, const char *host, int port, const char *expect_id);
+uint64_t p2p_now_ns(void);
+uint64_t p2p_timeout_ns(const br_p2p *p);
+br_store *p2p_store(br_p2p *p);
 
 /* ep_peer.c: an endpoint over link l for database db (takes a reference on l). */
 BR_NODISCARD br_err p2p_endpoint_new(struct link *l, const char *db, struct br_endpoint **out);

@@ -12,7 +12,10 @@
 #include <string.h>
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <jansson.h>
+#include <net/if.h>
+#include <netinet/in.h>
 
 #include "barrel/alloc.h"
 #include "barrel/log.h"
@@ -25,6 +28,7 @@
 #include "feed.h"
 #include "http.h"
 #include "idle.h"
+#include "mesh.h"
 #include "p2p.h"
 #include "replications.h"
 #include "router.h"
@@ -45,6 +49,10 @@ struct node {
     br_meshkey *mesh;
     br_trust *trust;
     br_p2p *p2p;
+    br_mesh *gossip; /* NULL: not in a mesh */
+    struct br_mesh_db mesh_dbs[BR_MESH_MAX_DBS];
+    char *mesh_db_text[BR_MESH_MAX_DBS];
+    const char *mesh_paths[BR_MESH_MAX_DBS][16];
     char node_id[BR_NODE_ID_TEXT_LEN + 1];
     br_fastget *fast;
     br_idle *idle;
@@ -289,6 +297,27 @@ static void gauges(void *arg, struct br_metrics_gauges *g)
         g->p2p = true;
         br_p2p_bytes(n->p2p, &g->p2p_bytes_sent, &g->p2p_bytes_received);
     }
+    if (n->gossip) {
+        struct br_mesh_stats st;
+        br_mesh_stats(n->gossip, &st);
+        g->mesh = true;
+        g->members_alive = st.alive;
+        g->members_suspect = st.suspect;
+        g->members_dead = st.dead;
+        g->gossip_sent = st.gossip_sent;
+        g->gossip_received = st.gossip_received;
+        g->digests_sent = st.digests_sent;
+        g->digests_received = st.digests_received;
+        g->pulls_started = st.pulls_started;
+        g->pulls_woken = st.pulls_woken;
+        g->gossip_refused = st.refused;
+    }
+}
+
+static json_t *peers_json(void *arg)
+{
+    struct node *n = arg;
+    return n->gossip ? br_mesh_peers_json(n->gossip) : NULL;
 }
 
 static void on_wake(void *arg)
@@ -306,6 +335,8 @@ static void on_tick(void *arg)
     struct node *n = arg;
     if (n->p2p)
         br_p2p_on_tick(n->p2p);
+    if (n->gossip)
+        br_mesh_on_tick(n->gossip);
 }
 
 static size_t links_up(void *arg)
@@ -496,6 +527,115 @@ static int start_p2p(struct node *n, const struct br_serve_opts *o, FILE *err)
     return 0;
 }
 
+/* The addresses this node announces: the bound address, or for a wildcard bind the
+ * interfaces' IPv4 addresses (loopback only when there is nothing else). */
+static size_t self_addrs(const char *bind, int port, char out[][BR_GOSSIP_ADDR_MAX], size_t max)
+{
+    size_t n = 0;
+    if (strcmp(bind, "0.0.0.0") != 0 && strcmp(bind, "::") != 0) {
+        if (strchr(bind, ':'))
+            snprintf(out[n++], BR_GOSSIP_ADDR_MAX, "[%s]:%d", bind, port);
+        else
+            snprintf(out[n++], BR_GOSSIP_ADDR_MAX, "%s:%d", bind, port);
+        return n;
+    }
+    struct ifaddrs *ifs = NULL;
+    if (getifaddrs(&ifs) == 0) {
+        for (struct ifaddrs *i = ifs; i && n < max; i = i->ifa_next) {
+            if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK))
+                continue;
+            char a[INET_ADDRSTRLEN];
+            const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)i->ifa_addr;
+            if (inet_ntop(AF_INET, &sin->sin_addr, a, sizeof a))
+                snprintf(out[n++], BR_GOSSIP_ADDR_MAX, "%s:%d", a, port);
+        }
+        freeifaddrs(ifs);
+    }
+    if (!n)
+        snprintf(out[n++], BR_GOSSIP_ADDR_MAX, "127.0.0.1:%d", port);
+    return n;
+}
+
+/* The mesh, when this node is in one. Errors are printed. */
+static int start_mesh(struct node *n, const struct br_serve_opts *o, const char *bind, int port,
+                      FILE *err)
+{
+    bool on = (n->mesh || o->mesh) && !o->no_mesh;
+    if (!on)
+        return 0;
+    if (o->n_mesh_dbs > BR_MESH_MAX_DBS) {
+        fprintf(err, "barrel: at most %d --mesh-db\n", BR_MESH_MAX_DBS);
+        return 1;
+    }
+    for (size_t i = 0; i < o->n_mesh_dbs; i++) {
+        char *t = br_malloc(strlen(o->mesh_dbs[i]) + 1);
+        if (!t)
+            return 1;
+        memcpy(t, o->mesh_dbs[i], strlen(o->mesh_dbs[i]) + 1);
+        n->mesh_db_text[i] = t;
+        struct br_mesh_db *d = &n->mesh_dbs[i];
+        char *eq = strchr(t, '=');
+        d->name = t;
+        d->paths = n->mesh_paths[i];
+        if (eq) {
+            *eq = '\0';
+            for (char *p = eq + 1; p && *p && d->n_paths < 16;) {
+                char *bar = strchr(p, '|');
+                if (bar)
+                    *bar = '\0';
+                n->mesh_paths[i][d->n_paths++] = p;
+                p = bar ? bar + 1 : NULL;
+            }
+        }
+        if (!br_db_name_valid(d->name, strlen(d->name), false)) {
+            fprintf(err, "barrel: --mesh-db %s: not a database name\n", d->name);
+            return 1;
+        }
+    }
+    char addrs[4][BR_GOSSIP_ADDR_MAX];
+    size_t na = self_addrs(bind, port, addrs, 4);
+    const char *ap[4];
+    for (size_t i = 0; i < na; i++)
+        ap[i] = addrs[i];
+    struct br_mesh_opts mo = {.store = n->api.store,
+                              .p2p = n->p2p,
+                              .self_id = n->node_id,
+                              .self_addrs = ap,
+                              .n_self_addrs = na,
+                              .sync = true,
+                              .dial = true,
+                              .dbs = o->n_mesh_dbs ? n->mesh_dbs : NULL,
+                              .n_dbs = o->n_mesh_dbs,
+                              .interval_ms = o->gossip_interval_ms,
+                              .fanout = o->gossip_fanout,
+                              .max_links = o->max_links,
+                              .probe_ms = o->probe_ms,
+                              .dead_ms = o->dead_ms};
+    struct br_errbuf eb = {{0}};
+    br_err e = br_mesh_new(&mo, &n->gossip, &eb);
+    if (e) {
+        fprintf(err, "barrel: %s\n", eb.msg[0] ? eb.msg : br_strerror(e));
+        return 1;
+    }
+    br_p2p_set_mesh(n->p2p, n->gossip);
+    n->api.peers = peers_json;
+    /* static peers are members too: dialled by their dialers, known to gossip once linked */
+    br_log(BR_LOG_INFO, "mesh", "event=mesh_on addr=%s dbs=%s", addrs[0],
+           o->n_mesh_dbs ? "listed" : "all");
+    return 0;
+}
+
+static void stop_mesh(struct node *n)
+{
+    if (!n->gossip)
+        return;
+    br_mesh_stop(n->gossip);
+    br_p2p_set_mesh(n->p2p, NULL);
+    br_mesh_free(n->gossip);
+    n->gossip = NULL;
+    n->api.peers = NULL;
+}
+
 int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
 {
     struct node n;
@@ -615,6 +755,8 @@ int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
     if (start_p2p(&n, o, err))
         goto out;
     br_repmgr_set_p2p(n.api.reps, n.p2p);
+    if (start_mesh(&n, o, bind, br_http_server_port(n.http), err))
+        goto out;
     pthread_t sig_thread;
     if (pthread_create(&sig_thread, NULL, signal_main, &n) != 0) {
         fprintf(err, "barrel: cannot start the signal thread\n");
@@ -631,6 +773,7 @@ int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
      * their timeout. */
     br_feeds_stop(n.feeds);
     br_repmgr_stop(n.api.reps); /* before the links stop: peer endpoints need the loop */
+    stop_mesh(&n);              /* its pulls end; their threads are joined */
     br_p2p_stop(n.p2p);         /* replications end; their threads are joined */
     uint64_t t0 = br_env_mono_ns(br_env_default());
     while ((br_workers_pending(n.workers) > 0 || br_http_server_inflight(n.http) > 0) &&
@@ -641,6 +784,7 @@ int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
     rc = 0;
 out:
     br_repmgr_stop(n.api.reps);
+    stop_mesh(&n);
     br_p2p_stop(n.p2p);
     br_workers_free(n.workers); /* finishes queued jobs; their answers are queued to write */
     n.up.w = NULL;              /* an upload whose client leaves now aborts on the loop */
@@ -658,5 +802,7 @@ out:
     br_metrics_free(n.api.metrics);
     br_auth_free(n.auth);
     br_config_fini(&n.cfg);
+    for (size_t i = 0; i < BR_MESH_MAX_DBS; i++)
+        br_free(n.mesh_db_text[i]);
     return rc;
 }

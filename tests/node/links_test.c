@@ -23,13 +23,15 @@ TestSuite(links, .init = p2p_setup, .fini = p2p_teardown, .timeout = 400);
 
 static char mesh[600];
 
-/* Start every given node with the same mesh key (and extra flags for one of them). */
+/* Start every given node with the same mesh key (and extra flags for one of them). These tests
+ * drive replications explicitly, so the mesh's own pulls (mesh_test.c) are off. */
 static void start_meshed(struct node *n, const char *const *extra)
 {
     const char *argv[20];
     int k = 0;
     argv[k++] = "--mesh-key";
     argv[k++] = mesh;
+    argv[k++] = "--no-mesh";
     for (size_t i = 0; extra && extra[i]; i++)
         argv[k++] = extra[i];
     argv[k] = NULL;

@@ -134,10 +134,10 @@ BR_NODISCARD br_err br_gossip_merge(br_gossip *g, const char *from,
  * the long dead are forgotten. Returns how many members changed state. */
 size_t br_gossip_tick(br_gossip *g, uint64_t now_ms);
 
-/* What to gossip. Fills out[0..max) with this node's entry first, then the changes still to be
- * piggybacked (each call counts one transmission), then up to `sample` other members chosen
- * with rnd (any 64-bit random value). Entries point into the table: valid until it changes.
- * Returns the count. */
+/* What to gossip. Fills out[0..max) with the changes still to be piggybacked (this node's own
+ * first; each call counts one transmission), then up to `sample` other members chosen with rnd
+ * (any 64-bit random value). Entries point into the table: valid until it changes. Returns the
+ * count (0 is possible: an idle mesh only compares membership hashes). */
 size_t br_gossip_entries(br_gossip *g, struct br_wire_peer *out, size_t max, size_t sample,
                          uint64_t rnd);
 /* Every member (this node first), for a full exchange when membership hashes differ. */

@@ -45,6 +45,19 @@ struct br_serve_opts {
                            -1: BR_SERVE_DEFAULT_IDLE_FLUSH_S, 0: never */
     size_t cache_bytes; /* RocksDB block cache; 0: BR_SERVE_DEFAULT_CACHE_BYTES */
     bool no_fast_get;   /* every GET /{db}/{id} on a worker (tests compare the paths) */
+    /* The mesh (node/mesh.h): on when a mesh key is in use (or mesh is set), unless no_mesh.
+     * Databases: all, or mesh_dbs ("name" or "name=pattern|pattern"). mDNS discovery runs
+     * with the mesh unless no_mdns. Zeros take the defaults. */
+    bool mesh;
+    bool no_mesh;
+    bool no_mdns;
+    const char *const *mesh_dbs;
+    size_t n_mesh_dbs;
+    unsigned gossip_interval_ms;
+    unsigned gossip_fanout;
+    unsigned max_links;
+    unsigned probe_ms;
+    unsigned dead_ms;
 };
 
 /* Run the node. Prints "barrel: listening on http://ADDR:PORT data=DIR node=ID" on out once
