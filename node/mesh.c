@@ -77,7 +77,6 @@ struct br_mesh {
     bool stopping;
     atomic_uint_fast64_t gossip_sent, gossip_received, digests_sent, digests_received;
     atomic_uint_fast64_t pulls_started, pulls_woken, refused;
-    atomic_uint_fast64_t alive, suspect, dead;
 };
 
 static uint64_t now_ms(void)
@@ -362,9 +361,11 @@ static void send_digests(br_mesh *m, struct mlink *ml, const struct dbset *s)
     struct br_wire_dbdigest out[BR_MESH_MAX_DBS];
     size_t k = 0;
     for (size_t i = 0; i < s->nd && k < BR_MESH_MAX_DBS; i++) {
-        struct sent_db *sd = sent_find(ml, s->d[i].name, true);
-        if (sd && br_hlc_cmp(sd->last, s->d[i].digest.last) == 0 &&
-            memcmp(sd->hash, s->d[i].digest.set_hash, 16) == 0)
+        struct sent_db *sd = sent_find(ml, s->d[i].name, false);
+        if (!sd) /* never told: even an empty database is news */
+            sd = sent_find(ml, s->d[i].name, true);
+        else if (br_hlc_cmp(sd->last, s->d[i].digest.last) == 0 &&
+                 memcmp(sd->hash, s->d[i].digest.set_hash, 16) == 0)
             continue;
         if (sd) {
             sd->last = s->d[i].digest.last;
@@ -404,6 +405,16 @@ void mesh_link_ready(br_mesh *m, struct link *l)
 {
     if (ml_of(l))
         return;
+    /* the bound on links: a static peer's link is always kept; others past it are closed */
+    size_t up = 0;
+    for (struct link *k = p2p_links(m->o.p2p); k; k = k->next)
+        up += k->state == LINK_UP;
+    if (!l->dialer && up > m->o.max_links) {
+        br_log(BR_LOG_INFO, TAG, "event=link_refused peer=%s reason=link_limit max=%u",
+               l->peer_short, m->o.max_links);
+        p2p_close(l, "link_limit");
+        return;
+    }
     struct mlink *ml = br_calloc(1, sizeof *ml);
     if (!ml)
         return;
@@ -455,6 +466,17 @@ void mesh_link_gone(br_mesh *m, struct link *l, bool was_up)
 
 /* ---- receiving ---- */
 
+/* Log the members whose state changed at `now` (by a timer, or by gossip from `via`). */
+static void log_changes(br_mesh *m, uint64_t now, const char *via)
+{
+    for (size_t i = 0; i < br_gossip_count(m->g); i++) {
+        const struct br_gossip_member *mm = br_gossip_at(m->g, i);
+        if (mm->state_since_ms == now)
+            br_log(BR_LOG_INFO, TAG, "event=member_state id=%.8s state=%s via=%.8s", mm->id,
+                   br_member_state_name(mm->state), via);
+    }
+}
+
 static void on_peers(br_mesh *m, struct mlink *ml, const struct br_wire_msg *msg)
 {
     atomic_fetch_add(&m->gossip_received, 1);
@@ -471,6 +493,8 @@ static void on_peers(br_mesh *m, struct mlink *ml, const struct br_wire_msg *msg
     }
     if (r.learned)
         br_log(BR_LOG_INFO, TAG, "event=members_learned peer=%.8s count=%zu", ml->peer, r.learned);
+    if (r.changed)
+        log_changes(m, now, ml->peer);
     if (msg->u.peers.mhash && msg->u.peers.mhash != br_gossip_mhash(m->g) &&
         now - ml->last_full_ms >= FULL_EXCHANGE_MIN_MS)
         send_peers(m, ml, true);
@@ -573,15 +597,6 @@ static void send_probes(br_mesh *m, const char *target, struct mlink **ups, size
     }
 }
 
-static void log_states(br_mesh *m)
-{
-    size_t a, s, d;
-    br_gossip_counts(m->g, &a, &s, &d);
-    atomic_store(&m->alive, a);
-    atomic_store(&m->suspect, s);
-    atomic_store(&m->dead, d);
-}
-
 static void take_discovered(br_mesh *m, uint64_t now)
 {
     struct disc q[DISC_QUEUE];
@@ -656,13 +671,8 @@ void br_mesh_on_tick(br_mesh *m)
     struct mlink *ups[256];
     size_t n_up = up_links(m, ups, 256);
     /* states before and after the timers, for the log */
-    size_t changed = br_gossip_tick(m->g, now);
-    for (size_t i = 0; changed && i < br_gossip_count(m->g); i++) {
-        const struct br_gossip_member *mm = br_gossip_at(m->g, i);
-        if (mm->state_since_ms == now)
-            br_log(BR_LOG_INFO, TAG, "event=member_state id=%.8s state=%s", mm->id,
-                   br_member_state_name(mm->state));
-    }
+    if (br_gossip_tick(m->g, now))
+        log_changes(m, now, "timer");
     for (size_t i = 0; i < br_gossip_count(m->g); i++) {
         const struct br_gossip_member *mm = br_gossip_at(m->g, i);
         if (mm->probing && mm->probe_deadline_ms > now &&
@@ -672,7 +682,6 @@ void br_mesh_on_tick(br_mesh *m)
             send_probes(m, t, ups, n_up);
         }
     }
-    log_states(m);
     if (m->o.dial)
         dial_members(m, now);
     if (now < m->next_round_ms)
@@ -771,9 +780,11 @@ json_t *br_mesh_peers_json(br_mesh *m)
 
 void br_mesh_stats(br_mesh *m, struct br_mesh_stats *out)
 {
-    out->alive = atomic_load(&m->alive);
-    out->suspect = atomic_load(&m->suspect);
-    out->dead = atomic_load(&m->dead);
+    size_t a, su, d;
+    br_gossip_counts(m->g, &a, &su, &d);
+    out->alive = a;
+    out->suspect = su;
+    out->dead = d;
     out->gossip_sent = atomic_load(&m->gossip_sent);
     out->gossip_received = atomic_load(&m->gossip_received);
     out->digests_sent = atomic_load(&m->digests_sent);

@@ -10,8 +10,8 @@
  * path patterns (the pull from every member is filtered at the member). A database a member
  * holds and we lack is created when the mesh takes all databases.
  *
- * Threads: loop, except br_mesh_discovered / br_mesh_lost (any: queued for the loop) and
- * br_mesh_stats (any). Pulls run on their own threads. */
+ * Threads: loop, except br_mesh_discovered (any: queued for the loop). Pulls run on their own
+ * threads. */
 #ifndef BARREL_NODE_MESH_H
 #define BARREL_NODE_MESH_H
 

@@ -12,7 +12,9 @@
 
 #include "serve_util.h"
 
+#ifndef MAXN
 #define MAXN 3
+#endif
 
 struct node {
     char *dir;
@@ -187,9 +189,9 @@ static void p2p_setup(void)
 {
     signal(SIGPIPE, SIG_IGN);
     root = tu_tmpdir("p2p");
-    node_init(&N[0], "a");
-    node_init(&N[1], "b");
-    node_init(&N[2], "c");
+    static const char *const names[] = {"a", "b", "c", "d", "e", "f", "g", "h"};
+    for (int i = 0; i < MAXN; i++)
+        node_init(&N[i], names[i]);
 }
 
 static void p2p_teardown(void)
@@ -204,7 +206,7 @@ static void p2p_teardown(void)
     free(root);
 }
 
-static char peer_url[3][64];
+static char peer_url[MAXN][64];
 
 static const char *url_of(int i)
 {
