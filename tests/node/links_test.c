@@ -10,6 +10,7 @@
  * other links. The attacking client is written here with barrel's own handshake and framing
  * over a raw socket with minimal WebSocket framing. */
 #include "barrel/frame.h"
+#include "barrel/gossip.h"
 #include "barrel/handshake.h"
 #include "barrel/identity.h"
 #include "barrel/nodeid.h"
@@ -810,4 +811,122 @@ Test(links, denied_id_is_refused_while_other_links_work)
     cr_assert_eq(info_of(&N[1], "d").docs, 1);
     at(&N[1]);
     still_serving();
+}
+
+/* ---- hostile gossip (node/mesh.c, gossip.h) ---- */
+
+static void send_wire(int fd, br_frame *fr, const struct br_wire_msg *m)
+{
+    br_buf plain, sealed_b;
+    br_buf_init(&plain, BR_WIRE_MAX_MSG);
+    br_buf_init(&sealed_b, BR_FRAME_WIRE_MAX(BR_WIRE_MAX_MSG));
+    struct br_errbuf eb = {{0}};
+    cr_assert_eq(br_wire_encode(m, &plain, &eb), BR_OK, "%s", eb.msg);
+    cr_assert_eq(br_frame_seal(fr, plain.data, plain.len, &sealed_b), BR_OK);
+    ws_send(fd, sealed_b.data, sealed_b.len);
+    br_buf_fini(&plain);
+    br_buf_fini(&sealed_b);
+}
+
+static void send_hello(int fd, br_frame *fr, const char *node)
+{
+    struct br_wire_msg m = {.type = BR_WIRE_HELLO, .rid = 0};
+    m.u.hello.version = BR_WIRE_VERSION;
+    m.u.hello.node = node;
+    m.u.hello.hlc = (struct br_hlc){(uint64_t)time(NULL) * 1000, 0};
+    send_wire(fd, fr, &m);
+}
+
+static void fake_id(int i, char out[BR_NODE_ID_TEXT_LEN + 1])
+{
+    uint8_t pk[32];
+    memset(pk, 0x70 + i, sizeof pk);
+    struct br_node_id id;
+    br_nodeid_from_public_key(pk, &id);
+    br_nodeid_format(&id, out);
+}
+
+/* B (in a mesh by --mesh, allow lists) faces a client that completed a real handshake: every
+ * hostile gossip entry is refused with a logged reason and never reaches B's member table; a
+ * hello naming another node and a probe without a request id close the link; B keeps serving
+ * and its other link keeps working. */
+Test(links, hostile_gossip_is_refused_with_a_reason)
+{
+    struct client c;
+    client_init(&c);
+    const char *eb[] = {"--mesh", "--no-mdns", "--allow", N[0].id, "--allow", c.id_text, NULL};
+    node_start(&N[1], eb);
+    ndb(&N[1], "d");
+    const char *ea[] = {"--allow", N[1].id, "--peer", url_of(1), "--peer-db", "d", NULL};
+    node_start(&N[0], ea);
+    char rev[128];
+    nput(&N[0], "/d/before", "{\"v\":1}", rev, sizeof rev);
+    cr_assert(wait_doc(&N[1], "/d/before", 200, NULL, 10000));
+
+    int fd = ws_upgrade(N[1].port);
+    br_frame *fr = NULL;
+    client_handshake(&c, fd, &fr);
+    send_hello(fd, fr, c.id_text);
+    char good[BR_NODE_ID_TEXT_LEN + 1], ahead[BR_NODE_ID_TEXT_LEN + 1],
+        badaddr[BR_NODE_ID_TEXT_LEN + 1];
+    fake_id(1, good);
+    fake_id(2, ahead);
+    fake_id(3, badaddr);
+    const char *ok_addrs[] = {"127.0.0.1:1"};
+    const char *bad_addrs[] = {"127.0.0.1"};
+    uint64_t now = (uint64_t)time(NULL) * 1000;
+    struct br_wire_peer e[] = {
+        {.node = "NOT-A-NODE-ID", .hlc = {now, 0}},
+        {.node = ahead, .addrs = ok_addrs, .n_addrs = 1, .hlc = {now + 86400000ull, 0}},
+        {.node = badaddr, .addrs = bad_addrs, .n_addrs = 1, .hlc = {now, 0}},
+        {.node = good, .addrs = ok_addrs, .n_addrs = 1, .hlc = {now, 0}},
+        {.node = N[1].id, .hlc = {now + 86400000ull, 0}, .state = 2}, /* "B is dead" */
+    };
+    struct br_wire_msg m = {.type = BR_WIRE_PEERS, .rid = 0};
+    m.u.peers.peers = e;
+    m.u.peers.n = 5;
+    send_wire(fd, fr, &m);
+    cr_assert(wait_log(&N[1], "event=gossip_refused", 5000), "nothing refused");
+    cr_assert(log_has(&N[1], "refused=4 reason=\"entry 0: not a node id\""),
+              "the refusal and its reason are not in the log");
+    /* a huge member list is refused whole */
+    static struct br_wire_peer many[BR_GOSSIP_MAX_ENTRIES + 44];
+    for (size_t i = 0; i < BR_GOSSIP_MAX_ENTRIES + 44; i++)
+        many[i] = e[3];
+    m.u.peers.peers = many;
+    m.u.peers.n = BR_GOSSIP_MAX_ENTRIES + 44;
+    send_wire(fd, fr, &m);
+    cr_assert(wait_log(&N[1], "entries, past the 256", 5000), "a huge list was not refused");
+    /* only the good entry got in; B is not dead in its own eyes */
+    struct resp r;
+    cr_assert_eq(nget(&N[1], &r, "/_peers"), 200);
+    cr_assert(strstr(r.body, good), "%s", r.body);
+    cr_assert_null(strstr(r.body, ahead), "%s", r.body);
+    cr_assert_null(strstr(r.body, badaddr), "%s", r.body);
+    cr_assert_null(strstr(r.body, "NOT-A-NODE-ID"), "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "self"), "state")),
+                     "self");
+    resp_fini(&r);
+    /* a probe without a request id closes the link */
+    struct br_wire_msg p = {.type = BR_WIRE_PROBE, .rid = 0};
+    p.u.probe.node = good;
+    send_wire(fd, fr, &p);
+    cr_assert(closed_within(fd, 5000), "a probe without rid kept the link open");
+    cr_assert(wait_log(&N[1], "reason=probe_without_rid", 3000));
+    close(fd);
+    br_frame_free(fr);
+    /* a hello that names another node (A) */
+    fd = ws_upgrade(N[1].port);
+    client_handshake(&c, fd, &fr);
+    send_hello(fd, fr, N[0].id);
+    cr_assert(closed_within(fd, 5000), "a hello naming another node kept the link open");
+    cr_assert(wait_log(&N[1], "reason=hello_node_mismatch", 3000));
+    close(fd);
+    br_frame_free(fr);
+    /* the other link still works, B still serves */
+    nput(&N[0], "/d/after", "{\"v\":2}", rev, sizeof rev);
+    cr_assert(wait_doc(&N[1], "/d/after", 200, rev, 10000), "the other link stopped working");
+    at(&N[1]);
+    still_serving();
+    client_fini(&c);
 }
