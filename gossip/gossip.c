@@ -56,6 +56,7 @@ br_err br_gossip_new(const struct br_gossip_opts *o, br_gossip **out, struct br_
     g->o.max_skew_ms = o->max_skew_ms ? o->max_skew_ms : 300000;
     g->o.dial_base_ms = dflt(o->dial_base_ms, 500);
     g->o.dial_max_ms = dflt(o->dial_max_ms, 8000);
+    g->o.reconnect_ms = dflt(o->reconnect_ms, 10000);
     g->o.self = NULL;
     snprintf(g->self.id, sizeof g->self.id, "%s", o->self);
     g->self.inc = o->self_inc;
@@ -278,6 +279,8 @@ void br_gossip_dial_failed(br_gossip *g, const char *id, uint64_t now_ms)
     uint64_t d = (uint64_t)g->o.dial_base_ms << shift;
     if (d > g->o.dial_max_ms)
         d = g->o.dial_max_ms;
+    if (m->state == BR_MEMBER_DEAD && d < g->o.reconnect_ms)
+        d = g->o.reconnect_ms; /* the dead are tried again, slowly: a partition heals */
     m->dial_fails++;
     m->next_dial_ms = now_ms + d;
 }
@@ -508,11 +511,14 @@ size_t br_gossip_dial_candidates(const br_gossip *g, uint64_t now_ms,
                                  const struct br_gossip_member **out, size_t max)
 {
     size_t k = 0;
-    /* alive first, then suspects (a dial may prove them alive) */
-    for (int pass = 0; pass < 2; pass++)
+    /* alive first, then suspects (a dial may prove them alive), then the dead (a healed
+     * partition: they are retried every reconnect_ms) */
+    for (int pass = 0; pass < 3; pass++)
         for (size_t i = 0; i < g->n && k < max; i++) {
             const struct br_gossip_member *m = &g->m[i];
-            enum br_member_state want = pass == 0 ? BR_MEMBER_ALIVE : BR_MEMBER_SUSPECT;
+            enum br_member_state want = (enum br_member_state)pass;
+            if (pass == 2 && now_ms < m->state_since_ms + g->o.reconnect_ms)
+                continue;
             if (m->state != want || m->links || !m->n_addrs || now_ms < m->next_dial_ms)
                 continue;
             out[k++] = m;

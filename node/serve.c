@@ -18,7 +18,9 @@
 #include <netinet/in.h>
 
 #include "barrel/alloc.h"
+#include "barrel/discovery.h"
 #include "barrel/log.h"
+#include "barrel/wire.h"
 
 #include "api.h"
 #include "attstream.h"
@@ -49,7 +51,8 @@ struct node {
     br_meshkey *mesh;
     br_trust *trust;
     br_p2p *p2p;
-    br_mesh *gossip; /* NULL: not in a mesh */
+    br_mesh *gossip;         /* NULL: not in a mesh */
+    br_discovery *discovery; /* NULL: no mDNS */
     struct br_mesh_db mesh_dbs[BR_MESH_MAX_DBS];
     char *mesh_db_text[BR_MESH_MAX_DBS];
     const char *mesh_paths[BR_MESH_MAX_DBS][16];
@@ -399,14 +402,16 @@ static void *on_ws_open(void *arg, br_http_ex *x, br_http_ws *ws)
     struct node *n = arg;
     if (atomic_load(&n->stop))
         return NULL;
+    /* Links authenticate in their own handshake (node identities, mesh key, trust lists):
+     * nodes do not hold the admin's password, so /_p2p needs no HTTP credentials. */
+    if (br_p2p_is_path(x))
+        return br_p2p_ws_open(n->p2p, x, ws);
     /* an upgrade is rare: a first-time credential is verified here, on the loop */
     if (n->auth && br_auth_check(n->auth, x->req.authorization) != BR_AUTH_OK &&
         !br_auth_verify(n->auth, x->req.authorization)) {
         unauthorized(x, "Name or password is incorrect.");
         return NULL;
     }
-    if (br_p2p_is_path(x))
-        return br_p2p_ws_open(n->p2p, x, ws);
     return br_subws_open(n->subs, x, ws);
 }
 
@@ -625,8 +630,56 @@ static int start_mesh(struct node *n, const struct br_serve_opts *o, const char 
     return 0;
 }
 
+/* mDNS (Avahi's thread): a member found on the LAN goes to the mesh's queue. */
+static void on_found(void *arg, const struct br_discovery_peer *p)
+{
+    struct node *n = arg;
+    if (p->version != BR_WIRE_VERSION) {
+        br_log(BR_LOG_INFO, "mdns", "event=mdns_ignored id=%.8s reason=version v=%u", p->id,
+               (unsigned)p->version);
+        return;
+    }
+    char addr[BR_GOSSIP_ADDR_MAX];
+    if (p->family == AF_INET6) {
+        if (strncmp(p->addr, "fe80", 4) == 0)
+            return; /* link-local needs a scope this address form does not carry */
+        snprintf(addr, sizeof addr, "[%s]:%u", p->addr, (unsigned)p->port);
+    } else {
+        snprintf(addr, sizeof addr, "%s:%u", p->addr, (unsigned)p->port);
+    }
+    br_log(BR_LOG_INFO, "mdns", "event=mdns_found id=%.8s addr=%s", p->id, addr);
+    br_mesh_discovered(n->gossip, p->id, addr);
+}
+
+static void on_lost(void *arg, const char *id)
+{
+    (void)arg;
+    br_log(BR_LOG_INFO, "mdns", "event=mdns_lost id=%.8s", id); /* gossip decides liveness */
+}
+
+static void start_mdns(struct node *n, const struct br_serve_opts *o, int port)
+{
+    if (!n->gossip || o->no_mdns)
+        return;
+    char fp[BR_MESHKEY_FINGERPRINT_LEN + 1] = "";
+    if (n->mesh)
+        br_meshkey_fingerprint(n->mesh, fp);
+    struct br_discovery_opts d = {.id = n->node_id,
+                                  .mesh = fp,
+                                  .version = BR_WIRE_VERSION,
+                                  .port = (uint16_t)port,
+                                  .found = on_found,
+                                  .lost = on_lost,
+                                  .arg = n};
+    struct br_errbuf eb = {{0}};
+    if (br_discovery_start(&d, &n->discovery, &eb))
+        br_log(BR_LOG_WARN, "mdns", "event=mdns_unavailable reason=\"%s\"", eb.msg);
+}
+
 static void stop_mesh(struct node *n)
 {
+    br_discovery_free(n->discovery); /* its thread stops before the mesh goes */
+    n->discovery = NULL;
     if (!n->gossip)
         return;
     br_mesh_stop(n->gossip);
@@ -757,6 +810,7 @@ int br_serve_run(const struct br_serve_opts *o, FILE *out, FILE *err)
     br_repmgr_set_p2p(n.api.reps, n.p2p);
     if (start_mesh(&n, o, bind, br_http_server_port(n.http), err))
         goto out;
+    start_mdns(&n, o, br_http_server_port(n.http));
     pthread_t sig_thread;
     if (pthread_create(&sig_thread, NULL, signal_main, &n) != 0) {
         fprintf(err, "barrel: cannot start the signal thread\n");

@@ -273,5 +273,16 @@ Test(gossip, dial_candidates_skip_linked_dead_and_backed_off_members)
     br_gossip_dial_failed(g, ids[2], 600);
     cr_assert_eq(br_gossip_dial_candidates(g, 1500, c, 8), 0, "the delay doubled");
     cr_assert_eq(br_gossip_dial_candidates(g, 1700, c, 8), 1);
+    /* a dead member is retried, but only every reconnect_ms */
+    br_gossip_link_up(g, ids[2], 2000);
+    br_gossip_link_down(g, ids[2], 2000);
+    br_gossip_tick(g, 3000);
+    br_gossip_tick(g, 6000);
+    cr_assert_eq(br_gossip_find(g, ids[2])->state, BR_MEMBER_DEAD);
+    cr_assert_eq(br_gossip_dial_candidates(g, 6100, c, 8), 0, "just died");
+    cr_assert_eq(br_gossip_dial_candidates(g, 16000, c, 8), 1, "a partition may have healed");
+    br_gossip_dial_failed(g, ids[2], 16000);
+    cr_assert_eq(br_gossip_dial_candidates(g, 20000, c, 8), 0);
+    cr_assert_eq(br_gossip_dial_candidates(g, 26000, c, 8), 1);
     br_gossip_free(g);
 }

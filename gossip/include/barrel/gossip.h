@@ -62,6 +62,7 @@ struct br_gossip_opts {
     uint64_t max_skew_ms;  /* incarnations further ahead of the wall clock are refused; 0: 300 s */
     unsigned dial_base_ms; /* first redial delay after a failed dial; 0: 500 */
     unsigned dial_max_ms;  /* redial delay cap; 0: 8000 */
+    unsigned reconnect_ms; /* dead members are dialled again this often; 0: 10000 */
 };
 
 /* One member, as the table holds it. Pointers to members are valid until the next call that
@@ -151,8 +152,9 @@ const struct br_gossip_member *br_gossip_at(const br_gossip *g, size_t i);
 const struct br_gossip_member *br_gossip_find(const br_gossip *g, const char *id);
 /* Members by state. */
 void br_gossip_counts(const br_gossip *g, size_t *alive, size_t *suspect, size_t *dead);
-/* Members worth dialling now, best first: alive or suspect, with an address, no link, not in
- * dial backoff, not probed away. Writes up to max pointers; returns the count. */
+/* Members worth dialling now, best first: alive, then suspect, then dead ones not tried for
+ * reconnect_ms (so a healed partition reconnects); each with an address, no link, not in dial
+ * backoff. Writes up to max pointers; returns the count. */
 size_t br_gossip_dial_candidates(const br_gossip *g, uint64_t now_ms,
                                  const struct br_gossip_member **out, size_t max);
 
