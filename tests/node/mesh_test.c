@@ -254,3 +254,34 @@ Test(mesh, peers_and_metrics_show_the_mesh)
     cr_assert_eq(json_array_size(json_object_get(r.json, "members")), 0);
     resp_fini(&r);
 }
+
+Test(mesh, a_filtered_mesh_database_pulls_only_matching_docs)
+{
+    make_key();
+    mesh_start(&N[0], NULL);
+    /* B takes only "sensors", and of it only site-7's documents; "other" stays away */
+    const char *e[] = {"--peer", url_of(0), "--mesh-db", "sensors=site/site-7", NULL};
+    mesh_start(&N[1], e);
+    ndb(&N[0], "sensors");
+    ndb(&N[0], "other");
+    char rev[128];
+    nput(&N[0], "/sensors/s7", "{\"site\":\"site-7\",\"v\":1}", rev, sizeof rev);
+    nput(&N[0], "/sensors/s8", "{\"site\":\"site-8\",\"v\":2}", rev, sizeof rev);
+    nput(&N[0], "/other/x", "{\"site\":\"site-7\"}", rev, sizeof rev);
+    cr_assert(wait_doc(&N[1], "/sensors/s7", 200, NULL, 10000), "the matching doc did not move");
+    char r7[128];
+    nput(&N[0], "/sensors/s7b", "{\"site\":\"site-7\",\"v\":3}", r7, sizeof r7);
+    cr_assert(wait_doc(&N[1], "/sensors/s7b", 200, r7, 10000));
+    struct resp r;
+    cr_assert_eq(nget(&N[1], &r, "/sensors/s8"), 404, "a doc outside the filter moved");
+    resp_fini(&r);
+    cr_assert_eq(nget(&N[1], &r, "/other"), 404, "a database outside the mesh list was made");
+    resp_fini(&r);
+    /* the deletion of a matching doc moves too */
+    char path[160];
+    snprintf(path, sizeof path, "/sensors/s7b?rev=%s", r7);
+    at(&N[0]);
+    cr_assert_eq(req(&r, "DELETE", path, NULL, NULL, 0), 200, "%s", r.body);
+    resp_fini(&r);
+    cr_assert(wait_doc(&N[1], "/sensors/s7b", 404, NULL, 10000), "the deletion did not move");
+}
