@@ -405,13 +405,16 @@ void mesh_link_ready(br_mesh *m, struct link *l)
 {
     if (ml_of(l))
         return;
-    /* the bound on links: a static peer's link is always kept; others past it are closed */
+    /* The bound on links. This node dials members only while it holds fewer than max_links;
+     * links others dial to it are accepted up to twice that, so a newcomer that knows only a
+     * well-connected member still gets in. A static peer's link is always kept. */
     size_t up = 0;
     for (struct link *k = p2p_links(m->o.p2p); k; k = k->next)
         up += k->state == LINK_UP;
-    if (!l->dialer && up > m->o.max_links) {
-        br_log(BR_LOG_INFO, TAG, "event=link_refused peer=%s reason=link_limit max=%u",
-               l->peer_short, m->o.max_links);
+    size_t cap = l->by_mesh ? m->o.max_links : 2 * (size_t)m->o.max_links;
+    if (!l->dialer && up > cap) {
+        br_log(BR_LOG_INFO, TAG, "event=link_refused peer=%s reason=link_limit max=%zu",
+               l->peer_short, cap);
         p2p_close(l, "link_limit");
         return;
     }

@@ -52,7 +52,7 @@ struct br_mesh_opts {
     size_t n_dbs;
     unsigned interval_ms; /* 0: default */
     unsigned fanout;      /* 0: default */
-    unsigned max_links;   /* 0: default */
+    unsigned max_links;   /* links this node dials (others' are accepted up to 2x); 0: default */
     unsigned probe_ms;    /* 0: gossip's default */
     unsigned dead_ms;     /* 0: gossip's default */
 };
