@@ -871,6 +871,12 @@ static void on_handshake_msg(struct link *l)
     l->peer = *br_handshake_peer_id(l->hs);
     br_nodeid_format(&l->peer, l->peer_text);
     br_nodeid_short(&l->peer, l->peer_short);
+    if (l->initiator && strcmp(l->peer_text, p->self_text) == 0) {
+        /* we dialled our own address (a --peer list shared by every node): the dialling end
+         * closes, so the answering end's address does not back off as a failed handshake */
+        link_close(l, "self_link");
+        return;
+    }
     if (l->expect[0] && strcmp(l->expect, l->peer_text) != 0) {
         char want[BR_NODE_ID_SHORT_LEN + 1];
         snprintf(want, sizeof want, "%.*s", BR_NODE_ID_SHORT_LEN, l->expect);
