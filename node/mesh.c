@@ -29,6 +29,8 @@ struct sent_db {
     char name[BR_DB_NAME_MAX + 1];
     struct br_hlc last;
     uint8_t hash[16];
+    unsigned mismatch_rounds; /* received digests: rounds its set hash differed from ours */
+    bool reported;
 };
 
 struct mlink {
@@ -36,8 +38,10 @@ struct mlink {
     char peer[BR_GOSSIP_ID_MAX];
     bool counted; /* br_gossip_link_up was called */
     uint64_t last_full_ms;
-    struct sent_db *sent;
+    struct sent_db *sent; /* what we last told it, per database */
     size_t n_sent;
+    struct sent_db *recv; /* what it last told us */
+    size_t n_recv;
 };
 
 struct puller {
@@ -76,7 +80,7 @@ struct br_mesh {
     size_t n_queue;
     bool stopping;
     atomic_uint_fast64_t gossip_sent, gossip_received, digests_sent, digests_received;
-    atomic_uint_fast64_t pulls_started, pulls_woken, refused;
+    atomic_uint_fast64_t pulls_started, pulls_woken, refused, mismatches;
 };
 
 static uint64_t now_ms(void)
@@ -338,18 +342,18 @@ static void dbset_free(struct dbset *s)
     br_store_names_free(s->names, s->n);
 }
 
-static struct sent_db *sent_find(struct mlink *ml, const char *name, bool make)
+static struct sent_db *table_find(struct sent_db **tab, size_t *n, const char *name, bool make)
 {
-    for (size_t i = 0; i < ml->n_sent; i++)
-        if (strcmp(ml->sent[i].name, name) == 0)
-            return &ml->sent[i];
-    if (!make || ml->n_sent >= BR_MESH_MAX_DBS * 4)
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp((*tab)[i].name, name) == 0)
+            return &(*tab)[i];
+    if (!make || *n >= BR_MESH_MAX_DBS * 4)
         return NULL;
-    struct sent_db *v = br_realloc(ml->sent, (ml->n_sent + 1) * sizeof *v);
+    struct sent_db *v = br_realloc(*tab, (*n + 1) * sizeof *v);
     if (!v)
         return NULL;
-    ml->sent = v;
-    struct sent_db *sd = &v[ml->n_sent++];
+    *tab = v;
+    struct sent_db *sd = &v[(*n)++];
     memset(sd, 0, sizeof *sd);
     snprintf(sd->name, sizeof sd->name, "%s", name);
     return sd;
@@ -361,9 +365,9 @@ static void send_digests(br_mesh *m, struct mlink *ml, const struct dbset *s)
     struct br_wire_dbdigest out[BR_MESH_MAX_DBS];
     size_t k = 0;
     for (size_t i = 0; i < s->nd && k < BR_MESH_MAX_DBS; i++) {
-        struct sent_db *sd = sent_find(ml, s->d[i].name, false);
+        struct sent_db *sd = table_find(&ml->sent, &ml->n_sent, s->d[i].name, false);
         if (!sd) /* never told: even an empty database is news */
-            sd = sent_find(ml, s->d[i].name, true);
+            sd = table_find(&ml->sent, &ml->n_sent, s->d[i].name, true);
         else if (br_hlc_cmp(sd->last, s->d[i].digest.last) == 0 &&
                  memcmp(sd->hash, s->d[i].digest.set_hash, 16) == 0)
             continue;
@@ -380,6 +384,53 @@ static void send_digests(br_mesh *m, struct mlink *ml, const struct dbset *s)
     msg.u.digest.n_dbs = k;
     if (p2p_send(ml->l, &msg) == BR_OK)
         atomic_fetch_add(&m->digests_sent, 1);
+}
+
+/* The newest change of `db` our pull from link l has read (BR_HLC_MIN: none yet). */
+static struct br_hlc pulled_upto(br_mesh *m, struct link *l, const char *db)
+{
+    struct br_hlc h = BR_HLC_MIN;
+    pthread_mutex_lock(&m->mu);
+    for (struct puller *pl = m->pullers; pl; pl = pl->next)
+        if (pl->l == l && strcmp(pl->db, db) == 0 && pl->cur) {
+            struct br_rep_stats st;
+            br_rep_get_stats(pl->cur, &st);
+            h = st.last_seq;
+        }
+    pthread_mutex_unlock(&m->mu);
+    return h;
+}
+
+/* A member whose set hash of a database we take whole stays different from ours although our
+ * pull has read everything it announced, round after round: the replicas diverged in a way
+ * no pull can mend (checkpoints on both sides restart a pull from the start whenever either
+ * side's history changes, so this means a store lost data, or a member filters it). Say so
+ * once per member and database; /_peers shows it. */
+static void check_mismatch(br_mesh *m, struct mlink *ml, const struct dbset *s)
+{
+    for (size_t i = 0; i < ml->n_recv; i++) {
+        struct sent_db *rd = &ml->recv[i];
+        const struct br_mesh_db *md = mesh_db(m, rd->name);
+        const struct br_wire_dbdigest *ours = NULL;
+        for (size_t j = 0; j < s->nd && !ours; j++)
+            if (strcmp(s->d[j].name, rd->name) == 0)
+                ours = &s->d[j];
+        if (!md || md->n_paths || !ours)
+            continue;
+        bool differ = memcmp(rd->hash, ours->digest.set_hash, 16) != 0 &&
+                      br_hlc_cmp(rd->last, pulled_upto(m, ml->l, rd->name)) <= 0;
+        rd->mismatch_rounds = differ ? rd->mismatch_rounds + 1 : 0;
+        if (!differ)
+            rd->reported = false;
+        if (rd->mismatch_rounds >= 5 && !rd->reported) {
+            rd->reported = true;
+            atomic_fetch_add(&m->mismatches, 1);
+            br_log(BR_LOG_WARN, TAG,
+                   "event=digest_mismatch db=%s peer=%.8s reason=\"set hashes differ with "
+                   "nothing left to pull\"",
+                   rd->name, ml->peer);
+        }
+    }
 }
 
 /* ---- links ---- */
@@ -464,6 +515,7 @@ void mesh_link_gone(br_mesh *m, struct link *l, bool was_up)
         br_log(BR_LOG_INFO, TAG, "event=member_probe id=%.8s reason=link_lost", ml->peer);
     l->mesh = NULL;
     br_free(ml->sent);
+    br_free(ml->recv);
     br_free(ml);
 }
 
@@ -551,6 +603,11 @@ bool mesh_on_message(br_mesh *m, struct link *l, struct br_wire_msg *msg)
         atomic_fetch_add(&m->digests_received, 1);
         for (size_t i = 0; i < msg->u.digest.n_dbs; i++) {
             const char *name = msg->u.digest.dbs[i].name;
+            struct sent_db *rd = table_find(&ml->recv, &ml->n_recv, name, true);
+            if (rd) {
+                rd->last = msg->u.digest.dbs[i].digest.last;
+                memcpy(rd->hash, msg->u.digest.dbs[i].digest.set_hash, 16);
+            }
             if (has_puller(m, l, name)) {
                 pthread_mutex_lock(&l->mu);
                 struct br_hlc last = p2p_remote_last(l, name);
@@ -702,6 +759,8 @@ void br_mesh_on_tick(br_mesh *m)
         send_peers(m, ml, false);
         send_digests(m, ml, &s);
     }
+    for (size_t i = 0; i < n_up; i++)
+        check_mismatch(m, ups[i], &s);
     dbset_free(&s);
 }
 
@@ -759,6 +818,16 @@ static json_t *member_json(br_mesh *m, const struct br_gossip_member *mm, bool s
             json_object_set_new(dd, l->remote[i].name,
                                 json_pack("{s:o}", "last", hlc_json(l->remote[i].last)));
         pthread_mutex_unlock(&l->mu);
+        struct mlink *ml = ml_of(l);
+        for (size_t i = 0; ml && i < ml->n_recv; i++) {
+            json_t *e = json_object_get(dd, ml->recv[i].name);
+            if (!e)
+                continue;
+            char hex[33];
+            sodium_bin2hex(hex, sizeof hex, ml->recv[i].hash, 16);
+            json_object_set_new(e, "set_hash", json_string(hex));
+            json_object_set_new(e, "diverged", json_boolean(ml->recv[i].reported));
+        }
     }
     json_object_set_new(o, "digests", dd);
     return o;
@@ -795,6 +864,7 @@ void br_mesh_stats(br_mesh *m, struct br_mesh_stats *out)
     out->pulls_started = atomic_load(&m->pulls_started);
     out->pulls_woken = atomic_load(&m->pulls_woken);
     out->refused = atomic_load(&m->refused);
+    out->mismatches = atomic_load(&m->mismatches);
 }
 
 void br_mesh_stop(br_mesh *m)
@@ -824,6 +894,7 @@ void br_mesh_free(br_mesh *m)
             struct mlink *ml = l->mesh;
             l->mesh = NULL;
             br_free(ml->sent);
+            br_free(ml->recv);
             br_free(ml);
         }
     br_gossip_free(m->g);

@@ -63,6 +63,7 @@ struct br_mesh_stats {
     uint64_t digests_sent, digests_received;
     uint64_t pulls_started, pulls_woken; /* pulls started for a link; woken by a digest */
     uint64_t refused;                    /* gossip entries refused */
+    uint64_t mismatches;                 /* digest_mismatch reports (see mesh.c) */
 };
 
 BR_NODISCARD br_err br_mesh_new(const struct br_mesh_opts *o, br_mesh **out, struct br_errbuf *eb);

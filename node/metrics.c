@@ -279,8 +279,12 @@ br_err br_metrics_render(br_metrics *m, const struct br_metrics_gauges *g, br_st
         e = put(out,
                 "# HELP barrel_gossip_refused_total Gossip entries refused (hostile or "
                 "malformed).\n"
-                "# TYPE barrel_gossip_refused_total counter\nbarrel_gossip_refused_total %llu\n",
-                (unsigned long long)g->gossip_refused);
+                "# TYPE barrel_gossip_refused_total counter\nbarrel_gossip_refused_total %llu\n"
+                "# HELP barrel_digest_mismatches_total Members whose set hash of a database "
+                "stayed different from ours with nothing left to pull.\n"
+                "# TYPE barrel_digest_mismatches_total counter\n"
+                "barrel_digest_mismatches_total %llu\n",
+                (unsigned long long)g->gossip_refused, (unsigned long long)g->digest_mismatches);
     if (!e)
         e = render_store(store, out);
     return e;

@@ -42,7 +42,7 @@ struct br_metrics_gauges {
     bool mesh; /* the node is in a mesh: the gossip figures below are rendered */
     uint64_t members_alive, members_suspect, members_dead;
     uint64_t gossip_sent, gossip_received, digests_sent, digests_received;
-    uint64_t pulls_started, pulls_woken, gossip_refused;
+    uint64_t pulls_started, pulls_woken, gossip_refused, digest_mismatches;
 };
 
 /* Append the Prometheus text exposition (version 0.0.4) to out: the counters, g, and per

@@ -314,6 +314,7 @@ static void gauges(void *arg, struct br_metrics_gauges *g)
         g->pulls_started = st.pulls_started;
         g->pulls_woken = st.pulls_woken;
         g->gossip_refused = st.refused;
+        g->digest_mismatches = st.mismatches;
     }
 }
 

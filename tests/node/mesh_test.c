@@ -285,4 +285,11 @@ Test(mesh, a_filtered_mesh_database_pulls_only_matching_docs)
     cr_assert_eq(req(&r, "DELETE", path, NULL, NULL, 0), 200, "%s", r.body);
     resp_fini(&r);
     cr_assert(wait_doc(&N[1], "/sensors/s7b", 404, NULL, 10000), "the deletion did not move");
+    /* A takes "sensors" whole from B, has read all B announced, yet B's set hash differs
+     * (B filters): A says so, once, and /_peers shows it */
+    cr_assert(wait_log(&N[0], "event=digest_mismatch db=sensors", 10000), "no mismatch logged");
+    cr_assert_eq(nget(&N[0], &r, "/_peers"), 200);
+    cr_assert(strstr(r.body, "\"diverged\":true"), "%s", r.body);
+    resp_fini(&r);
+    cr_assert(!log_has(&N[0], "event=digest_mismatch db=other"), "other is equal on both");
 }
