@@ -5,9 +5,11 @@
  *
  * Waiting (continuous pull) needs no polling: the peer sends a `digest` whenever the database
  * gets a change after we read its changes, and wait() sleeps on the link's condition variable
- * until the announced head passes `since`. atts_missing answers "missing" for every attachment
- * (allowed by endpoint.h: when it cannot tell, it says missing), so pushes carry attachment
- * data; hlc_merge sends a ping carrying our clock, which the peer merges. */
+ * until the announced head passes `since`. get_revs replies name each revision asked for by
+ * position (wire.h `known`): the hash comes from the request, not the wire. atts_missing answers
+ * "missing" for every attachment (allowed by endpoint.h: when it cannot tell, it says missing), so
+ * pushes carry attachment data; hlc_merge sends a ping carrying our clock, which the peer merges.
+ */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -94,6 +96,44 @@ static br_err p_revsdiff(void *ctx, const struct br_wire_docrevs *in, size_t n, 
     return BR_OK;
 }
 
+/* The reply has one entry per revision asked for, in order (wire.h): check that, and give
+ * each `known` revision (sent without its hash) its hash and history head from the request. */
+static br_err complete_known(const struct br_wire_docrevs *in, size_t n,
+                             struct br_wire_revdoc *docs, size_t n_docs, br_wire_arena *a,
+                             struct br_errbuf *eb)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < in[i].n_revs; j++, k++) {
+            struct br_wire_revdoc *d = &docs[k];
+            const struct br_rev *want = &in[i].revs[j];
+            if (k >= n_docs)
+                return br_fail(eb, BR_EPROTO, "get_revs: %zu revisions in the reply", n_docs);
+            if (d->id_len != in[i].id_len || memcmp(d->id, in[i].id, d->id_len) != 0)
+                return br_fail(eb, BR_EPROTO, "get_revs: reply entry %zu is another document", k);
+            if (!d->rev_known)
+                continue;
+            if (d->rev.gen != want->gen)
+                return br_fail(eb, BR_EPROTO, "get_revs: reply entry %zu has another generation",
+                               k);
+            struct br_rev *h = br_wire_alloc(a, (d->n_history + 1) * sizeof *h);
+            if (!h)
+                return BR_ENOMEM;
+            h[0] = *want;
+            if (d->n_history)
+                memcpy(h + 1, d->history, d->n_history * sizeof *h);
+            d->rev = *want;
+            d->history = h;
+            d->n_history++;
+            d->rev_known = false;
+        }
+    }
+    if (k != n_docs)
+        return br_fail(eb, BR_EPROTO, "get_revs: %zu revisions in the reply for %zu asked", n_docs,
+                       k);
+    return BR_OK;
+}
+
 static br_err p_get_revs(void *ctx, const struct br_wire_docrevs *in, size_t n,
                          const char *const *have, size_t n_have, bool data, br_wire_arena *a,
                          struct br_wire_revdoc **out, size_t *n_out, struct br_errbuf *eb)
@@ -112,10 +152,15 @@ static br_err p_get_revs(void *ctx, const struct br_wire_docrevs *in, size_t n,
         e = expect(r, BR_WIRE_GET_REVS_REPLY, eb);
     if (e)
         return e;
-    *out = r->u.get_revs_reply.docs;
-    *n_out = r->u.get_revs_reply.n;
+    struct br_wire_revdoc *docs = r->u.get_revs_reply.docs;
+    size_t n_docs = r->u.get_revs_reply.n;
     br_wire_arena_move(a, &r->arena);
     br_wire_msg_free(r);
+    e = complete_known(in, n, docs, n_docs, a, eb);
+    if (e)
+        return e;
+    *out = docs;
+    *n_out = n_docs;
     return BR_OK;
 }
 

@@ -14,6 +14,7 @@ packages=(
     libwebsockets-dev libavahi-client-dev libssl-dev # libcrypto (store)
     libpcre2-dev # query regexes (store)
     libcurl4-openssl-dev # CouchDB-compatible HTTP endpoint (sync/ep_http.c)
+    libzstd-dev # compression of large wire messages (sync/wire.c)
     libcriterion-dev
     avahi-daemon avahi-utils dbus iproute2 # mDNS tests in network namespaces
 )

@@ -306,6 +306,7 @@ static br_err l_get_revs(void *ctx, const struct br_wire_docrevs *in, size_t n,
                 v[k].missing = true;
             else
                 e = fill_revdoc(l, orv[j].doc, have, n_have, data, a, &v[k]);
+            v[k].rev_known = !v[k].missing; /* asked for by name: the wire may skip its hash */
         }
         br_open_revs_free(orv, nor);
         if (e)

@@ -60,6 +60,9 @@ struct br_rep {
     char session[SESSION_HEX + 1];
     struct checkpoint cp_src, cp_tgt;
     atomic_bool cancelled;
+    /* Each endpoint is called by one thread at a time (endpoint.h): the reader and the writer
+     * of a run (see "pipeline" below) take its lock around every call. */
+    pthread_mutex_t src_mu, tgt_mu;
     pthread_mutex_t mu; /* guards stats */
     struct br_rep_stats stats;
 };
@@ -169,6 +172,8 @@ br_err br_rep_new(struct br_endpoint *src, struct br_endpoint *tgt, const struct
     r->env = o->env ? o->env : br_env_default();
     atomic_init(&r->cancelled, false);
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->src_mu, NULL);
+    pthread_mutex_init(&r->tgt_mu, NULL);
     br_err e = copy_filter(r, &o->filter, eb);
     if (e) {
         br_rep_free(r);
@@ -191,6 +196,8 @@ void br_rep_free(br_rep *r)
     br_free(r->paths);
     br_free(r->query);
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->src_mu);
+    pthread_mutex_destroy(&r->tgt_mu);
     br_free(r);
 }
 
@@ -370,6 +377,12 @@ static br_err cp_encode(br_rep *r, const struct checkpoint *cp, br_buf *b)
     return e;
 }
 
+/* The lock of endpoint ep (the source's when both sides are the same endpoint). */
+static pthread_mutex_t *ep_mu(br_rep *r, const struct br_endpoint *ep)
+{
+    return ep == r->src ? &r->src_mu : &r->tgt_mu;
+}
+
 /* Record `seq` for this session in cp and write it to ep (one retry after a conflict). */
 static br_err cp_save_side(br_rep *r, struct br_endpoint *ep, struct checkpoint *cp,
                            struct br_hlc seq, const char *seq_text, struct br_errbuf *eb)
@@ -392,6 +405,8 @@ static br_err cp_save_side(br_rep *r, struct br_endpoint *ep, struct checkpoint 
     br_buf b;
     br_buf_init(&b, 0);
     br_err e = cp_encode(r, cp, &b);
+    pthread_mutex_t *mu = ep_mu(r, ep);
+    pthread_mutex_lock(mu);
     for (int attempt = 0; !e && attempt < 2; attempt++) {
         struct br_rev nr;
         e = ep->ops->local_put(ep->ctx, r->id, cp->exists ? &cp->rev : NULL, b.data, b.len, &nr,
@@ -421,6 +436,7 @@ static br_err cp_save_side(br_rep *r, struct br_endpoint *ep, struct checkpoint 
             e = BR_OK;
         }
     }
+    pthread_mutex_unlock(mu);
     br_buf_fini(&b);
     if (e)
         br_errbuf_set(eb, "saving checkpoint on %s: %s", ep->name, br_strerror(e));
@@ -437,12 +453,24 @@ static br_err cp_save(br_rep *r, struct br_hlc seq, const char *seq_text, struct
 
 /* ---- one batch ---- */
 
+/* A batch goes through two stages: the reader (changes, revsdiff, fetch) and the writer
+ * (put_revs, checkpoint). Everything of a batch is allocated in its arena. */
 struct batch {
+    struct batch *next;
     br_wire_arena a;
     struct br_wire_docrevs *docs; /* the changes, as (id, leaves) */
     size_t n, cap;
     struct br_hlc max_seq;
     br_err err;
+    /* for the writer */
+    struct br_hlc last;             /* the seq to checkpoint */
+    char last_text[BR_REP_SEQ_MAX]; /* opaque mode */
+    bool more;                      /* the source said more may follow */
+    bool diffed;                    /* the target lacked something: merge the clock */
+    struct br_wire_revdoc *put;     /* what to write */
+    size_t n_put;
+    bool needs_drain;      /* read only after every earlier batch was written */
+    struct br_rep_stats d; /* the reader's share of the stats */
 };
 
 static int collect(void *arg, const struct br_wire_change *c)
@@ -481,10 +509,53 @@ static void add_stats(br_rep *r, const struct br_rep_stats *d)
     pthread_mutex_unlock(&r->mu);
 }
 
+static void batch_free(struct batch *b)
+{
+    if (!b)
+        return;
+    br_wire_arena_fini(&b->a);
+    br_free(b);
+}
+
+/* ---- pipeline ----
+ *
+ * br_rep_run reads batch n+1 (on a reader thread) while it writes batch n (on the calling
+ * thread): the classic CouchDB replicator overlap, which hides the round trips to a remote
+ * source behind the target's writes. A queue of one batch joins the two. Order is kept:
+ * batches are written and checkpointed in the order read, so a checkpoint never covers a batch
+ * not yet written. Two waits keep the replicator's promises: a batch with attachment stubs
+ * asks the target which contents it lacks only once every earlier batch is written (so no
+ * content travels twice), and a continuous run waits for the source's next change only once
+ * everything read is written. */
+struct pipe {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct batch *head, *tail;
+    size_t queued;
+    uint64_t read, written; /* batches handed to the writer, batches it finished */
+    bool stop;              /* the writer failed or the run was cancelled */
+    bool reader_done;
+    br_err reader_err;
+    struct br_errbuf reader_eb;
+};
+
+#define PIPE_DEPTH 1 /* batches read ahead of the one being written */
+
+/* Wait until every batch read so far is written; false if the run stops meanwhile. */
+static bool pipe_drain(struct pipe *p)
+{
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop && p->written < p->read)
+        pthread_cond_wait(&p->cv, &p->mu);
+    bool ok = !p->stop;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
 /* Fetch the missing revisions of the diff, with attachment content only where the target
  * lacks it. */
-static br_err fetch(br_rep *r, struct batch *b, const struct br_wire_diff *diff, size_t n_diff,
-                    struct br_wire_revdoc **out, size_t *n_out, struct br_errbuf *eb)
+static br_err fetch(br_rep *r, struct pipe *p, struct batch *b, const struct br_wire_diff *diff,
+                    size_t n_diff, struct br_wire_revdoc **out, size_t *n_out, struct br_errbuf *eb)
 {
     struct br_endpoint *src = r->src, *tgt = r->tgt;
     struct br_wire_docrevs *want = br_wire_alloc(&b->a, (n_diff ? n_diff : 1) * sizeof *want);
@@ -495,8 +566,10 @@ static br_err fetch(br_rep *r, struct batch *b, const struct br_wire_diff *diff,
                                            diff[i].n_missing};
     struct br_wire_revdoc *docs = NULL;
     size_t n_docs = 0;
+    pthread_mutex_lock(&r->src_mu);
     br_err e =
         src->ops->get_revs(src->ctx, want, n_diff, NULL, 0, false, &b->a, &docs, &n_docs, eb);
+    pthread_mutex_unlock(&r->src_mu);
     if (e)
         return e;
     size_t n_atts = 0;
@@ -512,7 +585,11 @@ static br_err fetch(br_rep *r, struct batch *b, const struct br_wire_diff *diff,
         for (size_t i = 0; i < n_docs; i++)
             for (size_t j = 0; !docs[i].missing && j < docs[i].n_atts; j++)
                 all[k++] = docs[i].atts[j];
+        if (!pipe_drain(p))
+            return br_fail(eb, BR_ECLOSED, "the run stopped");
+        pthread_mutex_lock(&r->tgt_mu);
         e = tgt->ops->atts_missing(tgt->ctx, all, n_atts, miss, eb);
+        pthread_mutex_unlock(&r->tgt_mu);
         if (e)
             return e;
         /* Re-fetch, with content, the revisions that carry an attachment the target lacks. */
@@ -540,8 +617,10 @@ static br_err fetch(br_rep *r, struct batch *b, const struct br_wire_diff *diff,
         if (n_again) {
             struct br_wire_revdoc *full = NULL;
             size_t n_full = 0;
+            pthread_mutex_lock(&r->src_mu);
             e = src->ops->get_revs(src->ctx, again, n_again, have, n_have, true, &b->a, &full,
                                    &n_full, eb);
+            pthread_mutex_unlock(&r->src_mu);
             if (e)
                 return e;
             if (n_full != n_again)
@@ -556,124 +635,232 @@ static br_err fetch(br_rep *r, struct batch *b, const struct br_wire_diff *diff,
     return BR_OK;
 }
 
-/* One batch after r->stats.last_seq. *done: the source had nothing more. */
-static br_err run_batch(br_rep *r, bool *done, struct br_errbuf *eb)
+/* Read one batch after (since, since_text): changes, revsdiff, fetch. *out is NULL when the
+ * source had nothing after since (not even filtered-out entries). */
+static br_err read_batch(br_rep *r, struct pipe *p, struct br_hlc since, const char *since_text,
+                         struct batch **out, struct br_errbuf *eb)
 {
     struct br_endpoint *src = r->src, *tgt = r->tgt;
-    struct batch b = {0};
-    struct br_rep_stats d = {0};
-    struct br_hlc since = r->stats.last_seq, last = since;
-    const char *since_text = r->stats.last_seq_text, *last_text = since_text;
-    bool more = false;
+    struct batch *b = br_calloc(1, sizeof *b);
+    struct br_hlc last = since;
+    const char *last_text = since_text;
     br_err e = BR_ENOMEM;
-    *done = false;
-    b.cap = r->batch;
-    b.docs = br_wire_alloc(&b.a, b.cap * sizeof *b.docs);
-    if (!b.docs)
-        goto out;
+    *out = NULL;
+    if (!b)
+        return e;
+    b->cap = r->batch;
+    b->docs = br_wire_alloc(&b->a, b->cap * sizeof *b->docs);
+    if (!b->docs)
+        goto fail;
+    pthread_mutex_lock(&r->src_mu);
     if (r->opaque)
         e = src->ops->changes_opaque(src->ctx, since_text, r->batch,
-                                     r->has_filter ? &r->filter : NULL, collect, &b, &b.a,
-                                     &last_text, &more, eb);
+                                     r->has_filter ? &r->filter : NULL, collect, b, &b->a,
+                                     &last_text, &b->more, eb);
     else
         e = src->ops->changes(src->ctx, since, r->batch, r->has_filter ? &r->filter : NULL, collect,
-                              &b, &last, &more, eb);
+                              b, &last, &b->more, eb);
+    pthread_mutex_unlock(&r->src_mu);
     if (!e && r->opaque && strlen(last_text) >= BR_REP_SEQ_MAX)
         e = br_fail(eb, BR_EPROTO, "the source's seq is longer than %d bytes", BR_REP_SEQ_MAX - 1);
-    if (!e && b.err)
-        e = br_fail(eb, b.err, "collecting changes: %s", br_strerror(b.err));
+    if (!e && b->err)
+        e = br_fail(eb, b->err, "collecting changes: %s", br_strerror(b->err));
     if (e)
-        goto out;
-    d.changes_read = b.n;
+        goto fail;
+    b->d.changes_read = b->n;
+    b->last = last;
+    snprintf(b->last_text, sizeof b->last_text, "%s", r->opaque ? last_text : "");
     /* opaque seqs have no order: "advanced" means "differs" */
     bool advanced = r->opaque ? strcmp(last_text, since_text) != 0 : br_hlc_cmp(last, since) > 0;
-    if (b.n == 0) {
-        if (advanced) /* the filter skipped entries: move past them */
-            goto save;
-        *done = true;
-        goto out;
+    if (b->n == 0) {
+        if (advanced) { /* the filter skipped entries: move past them */
+            *out = b;
+            return BR_OK;
+        }
+        batch_free(b);
+        return BR_OK;
     }
     if (r->opaque && !advanced) {
         e = br_fail(eb, BR_EPROTO,
                     "no_progress: the source returned %zu changes after %.64s but the same "
                     "last_seq",
-                    b.n, since_text);
+                    b->n, since_text);
         br_log(BR_LOG_ERROR, TAG, "event=no_progress rep=%s since=%.64s", r->id, since_text);
-        goto out;
+        goto fail;
     }
     if (!advanced) {
         char t1[BR_HLC_TEXT_MAX], t2[BR_HLC_TEXT_MAX];
         br_hlc_format(since, t1);
         br_hlc_format(last, t2);
         e = br_fail(eb, BR_EPROTO,
-                    "no_progress: the source returned %zu changes after %s but last_seq %s", b.n,
+                    "no_progress: the source returned %zu changes after %s but last_seq %s", b->n,
                     t1, t2);
         br_log(BR_LOG_ERROR, TAG, "event=no_progress rep=%s since=%s last=%s", r->id, t1, t2);
-        goto out;
+        goto fail;
     }
     struct br_wire_diff *diff = NULL;
     size_t n_diff = 0;
-    e = tgt->ops->revsdiff(tgt->ctx, b.docs, b.n, &b.a, &diff, &n_diff, eb);
+    pthread_mutex_lock(&r->tgt_mu);
+    e = tgt->ops->revsdiff(tgt->ctx, b->docs, b->n, &b->a, &diff, &n_diff, eb);
+    pthread_mutex_unlock(&r->tgt_mu);
     if (e)
-        goto out;
+        goto fail;
     if (n_diff) {
         struct br_wire_revdoc *docs = NULL;
         size_t n_docs = 0, n_put = 0;
-        e = fetch(r, &b, diff, n_diff, &docs, &n_docs, eb);
+        e = fetch(r, p, b, diff, n_diff, &docs, &n_docs, eb);
         if (e)
-            goto out;
+            goto fail;
         /* keep what the source still had (compaction may have dropped a body meanwhile) */
         for (size_t i = 0; i < n_docs; i++) {
             if (docs[i].missing) {
-                d.doc_read_failures++;
+                b->d.doc_read_failures++;
                 continue;
             }
-            d.docs_read++;
-            d.bytes += docs[i].body_len;
+            b->d.docs_read++;
+            b->d.bytes += docs[i].body_len;
             for (size_t j = 0; j < docs[i].n_atts; j++)
                 if (docs[i].atts[j].has_data) {
-                    d.atts_sent++;
-                    d.bytes += docs[i].atts[j].data_len;
+                    b->d.atts_sent++;
+                    b->d.bytes += docs[i].atts[j].data_len;
                 }
             docs[n_put++] = docs[i];
         }
-        /* The target's clock learns the source's newest stamp of the batch: it only moves
-         * forward, and a peer too far ahead is refused (logged), never adopted (REP-13). */
-        if (!r->opaque && tgt->ops->hlc_merge(tgt->ctx, b.max_seq) == BR_ECLOCK)
-            br_log(BR_LOG_WARN, TAG, "event=hlc_skew rep=%s source=%s", r->id, src->name);
-        if (n_put) {
-            br_err *res = br_wire_alloc(&b.a, n_put * sizeof *res);
-            if (!res) {
-                e = BR_ENOMEM;
-                goto out;
-            }
-            e = tgt->ops->put_revs(tgt->ctx, docs, n_put, res, eb);
-            if (e)
-                goto out;
-            for (size_t i = 0; i < n_put; i++) {
-                if (res[i])
-                    d.doc_write_failures++;
-                else
-                    d.docs_written++;
-            }
+        b->diffed = true;
+        b->put = docs;
+        b->n_put = n_put;
+    }
+    *out = b;
+    return BR_OK;
+fail:
+    batch_free(b);
+    return e;
+}
+
+/* Write one batch read by read_batch and save the checkpoint. */
+static br_err write_batch(br_rep *r, struct batch *b, struct br_errbuf *eb)
+{
+    struct br_endpoint *tgt = r->tgt;
+    struct br_rep_stats d = b->d;
+    br_err e = BR_OK;
+    /* The target's clock learns the source's newest stamp of the batch: it only moves forward,
+     * and a peer too far ahead is refused (logged), never adopted (REP-13). */
+    if (b->diffed && !r->opaque) {
+        pthread_mutex_lock(&r->tgt_mu);
+        br_err ce = tgt->ops->hlc_merge(tgt->ctx, b->max_seq);
+        pthread_mutex_unlock(&r->tgt_mu);
+        if (ce == BR_ECLOCK)
+            br_log(BR_LOG_WARN, TAG, "event=hlc_skew rep=%s source=%s", r->id, r->src->name);
+    }
+    if (b->n_put) {
+        br_err *res = br_wire_alloc(&b->a, b->n_put * sizeof *res);
+        if (!res) {
+            e = BR_ENOMEM;
+            goto out;
+        }
+        pthread_mutex_lock(&r->tgt_mu);
+        e = tgt->ops->put_revs(tgt->ctx, b->put, b->n_put, res, eb);
+        pthread_mutex_unlock(&r->tgt_mu);
+        if (e)
+            goto out;
+        for (size_t i = 0; i < b->n_put; i++) {
+            if (res[i])
+                d.doc_write_failures++;
+            else
+                d.docs_written++;
         }
     }
-save:
     d.batches = 1;
-    e = cp_save(r, last, last_text, eb);
+    e = cp_save(r, b->last, b->last_text, eb);
     if (e)
         goto out;
     pthread_mutex_lock(&r->mu);
-    r->stats.last_seq = last;
-    if (r->opaque && last_text != r->stats.last_seq_text)
-        snprintf(r->stats.last_seq_text, sizeof r->stats.last_seq_text, "%s", last_text);
+    r->stats.last_seq = b->last;
+    if (r->opaque)
+        snprintf(r->stats.last_seq_text, sizeof r->stats.last_seq_text, "%s", b->last_text);
     pthread_mutex_unlock(&r->mu);
-    if (!more && !r->continuous)
-        *done = true; /* the source said this was the end: spare one round trip */
 out:
     add_stats(r, &d);
-    br_wire_arena_fini(&b.a);
     return e;
+}
+
+struct reader {
+    br_rep *r;
+    struct pipe *p;
+};
+
+/* The reader thread: read batches into the queue until the source has nothing more (one-shot),
+ * the run is cancelled, the writer stops, or an error. */
+static void *reader_main(void *arg)
+{
+    struct reader *rd = arg;
+    br_rep *r = rd->r;
+    struct pipe *p = rd->p;
+    struct br_errbuf *eb = &p->reader_eb;
+    struct br_hlc since;
+    char since_text[BR_REP_SEQ_MAX];
+    br_err e = BR_OK;
+    pthread_mutex_lock(&r->mu);
+    since = r->stats.last_seq;
+    snprintf(since_text, sizeof since_text, "%s", r->stats.last_seq_text);
+    pthread_mutex_unlock(&r->mu);
+    while (!atomic_load(&r->cancelled)) {
+        struct batch *b = NULL;
+        e = read_batch(r, p, since, since_text, &b, eb);
+        if (e)
+            break;
+        if (!b) {
+            /* nothing new: a one-shot run is done; a continuous one waits for the source,
+             * once everything read is written (so the wait is the source's only call) */
+            if (!r->continuous || !pipe_drain(p))
+                break;
+            pthread_mutex_lock(&r->src_mu);
+            e = r->opaque ? r->src->ops->wait_opaque(r->src->ctx, since_text, r->idle_ms)
+                          : r->src->ops->wait(r->src->ctx, since, r->idle_ms);
+            pthread_mutex_unlock(&r->src_mu);
+            if (e == BR_ETIMEDOUT)
+                e = BR_OK;
+            if (e == BR_ECLOSED) {
+                e = BR_OK;
+                break;
+            }
+            if (e) {
+                br_errbuf_set(eb, "waiting for changes on %s: %s", r->src->name, br_strerror(e));
+                break;
+            }
+            continue;
+        }
+        since = b->last;
+        snprintf(since_text, sizeof since_text, "%s", b->last_text);
+        bool last = !b->more && !r->continuous; /* the source said this was the end */
+        pthread_mutex_lock(&p->mu);
+        while (!p->stop && p->queued >= PIPE_DEPTH)
+            pthread_cond_wait(&p->cv, &p->mu);
+        bool stop = p->stop;
+        if (!stop) {
+            if (p->tail)
+                p->tail->next = b;
+            else
+                p->head = b;
+            p->tail = b;
+            p->queued++;
+            p->read++;
+            pthread_cond_broadcast(&p->cv);
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (stop) {
+            batch_free(b);
+            break;
+        }
+        if (last)
+            break;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->reader_done = true;
+    p->reader_err = e;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
 }
 
 br_err br_rep_run(br_rep *r, struct br_errbuf *eb)
@@ -700,28 +887,61 @@ br_err br_rep_run(br_rep *r, struct br_errbuf *eb)
         br_hlc_format(start, t);
     br_log(BR_LOG_INFO, TAG, "event=rep_start rep=%s source=%s target=%s since=%s continuous=%d",
            r->id, r->src->name, r->tgt->name, t, r->continuous);
-    while (!atomic_load(&r->cancelled)) {
-        bool done = false;
-        e = run_batch(r, &done, eb);
+
+    struct pipe p = {0};
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    struct reader rd = {r, &p};
+    pthread_t th;
+    if (pthread_create(&th, NULL, reader_main, &rd) != 0) {
+        e = br_fail(eb, BR_ENOMEM, "cannot start the replication's reader thread");
+        goto done;
+    }
+    /* the writer: this thread */
+    for (;;) {
+        pthread_mutex_lock(&p.mu);
+        while (!p.head && !p.reader_done)
+            pthread_cond_wait(&p.cv, &p.mu);
+        struct batch *b = p.head;
+        if (b) {
+            p.head = b->next;
+            if (!p.head)
+                p.tail = NULL;
+            p.queued--;
+            pthread_cond_broadcast(&p.cv);
+        }
+        pthread_mutex_unlock(&p.mu);
+        if (!b)
+            break;
+        e = atomic_load(&r->cancelled) ? BR_OK : write_batch(r, b, eb);
+        batch_free(b);
+        pthread_mutex_lock(&p.mu);
+        p.written++;
+        if (e || atomic_load(&r->cancelled))
+            p.stop = true;
+        pthread_cond_broadcast(&p.cv);
+        pthread_mutex_unlock(&p.mu);
         if (e)
             break;
-        if (!done)
-            continue;
-        if (!r->continuous)
-            break;
-        e = r->opaque ? r->src->ops->wait_opaque(r->src->ctx, r->stats.last_seq_text, r->idle_ms)
-                      : r->src->ops->wait(r->src->ctx, r->stats.last_seq, r->idle_ms);
-        if (e == BR_ETIMEDOUT)
-            e = BR_OK;
-        if (e == BR_ECLOSED) {
-            e = BR_OK;
-            break;
-        }
-        if (e) {
-            br_errbuf_set(eb, "waiting for changes on %s: %s", r->src->name, br_strerror(e));
-            break;
-        }
     }
+    if (e) { /* a reader waiting on the source must not wait out its idle time */
+        pthread_mutex_lock(&p.mu);
+        p.stop = true;
+        pthread_cond_broadcast(&p.cv);
+        pthread_mutex_unlock(&p.mu);
+    }
+    pthread_join(th, NULL);
+    for (struct batch *b = p.head, *n; b; b = n) {
+        n = b->next;
+        batch_free(b);
+    }
+    if (!e && p.reader_err && !atomic_load(&r->cancelled)) {
+        e = p.reader_err;
+        br_errbuf_set(eb, "%s", p.reader_eb.msg);
+    }
+done:
+    pthread_cond_destroy(&p.cv);
+    pthread_mutex_destroy(&p.mu);
     if (r->opaque)
         snprintf(t, sizeof t, "%.64s", r->stats.last_seq_text);
     else

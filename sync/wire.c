@@ -4,12 +4,21 @@
  * first finds "type" and "rid" (so the type's key table is known whatever the key order), the
  * second reads every field with that table, rejecting unknown and duplicate keys. Every nested
  * object is read the same way: a table of key names, a bit mask of keys seen and of keys
- * required. Everything decoded is copied into the message's arena. */
+ * required. Everything decoded is copied into the message's arena.
+ *
+ * A z envelope is opened before that: its zstd frame is checked with the stable API (declared
+ * content size, one frame, no dictionary), decompressed in one shot into a buffer of exactly
+ * the declared size, and the inner bytes decoded as above (a z inside is refused). Encoding
+ * compresses the plain encoding when it is large enough. The zstd contexts are cached per
+ * thread (a pthread key whose destructor frees them). */
 #include "barrel/wire.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <zstd.h>
 
 #include "barrel/alloc.h"
 #include "barrel/cbor.h"
@@ -119,6 +128,7 @@ static const char *const TYPE_NAMES[] = {
     "local_put_reply",
     "probe",
     "probe_reply",
+    "z",
 };
 #define N_TYPES (sizeof TYPE_NAMES / sizeof TYPE_NAMES[0])
 
@@ -685,16 +695,19 @@ static bool hash_ok(const uint8_t *s, size_t n)
     return true;
 }
 
-/* ids [hash...] with start: the history newest first. */
-static br_err rd_history(struct dec *d, uint64_t start, struct br_rev **out, size_t *n_out)
+/* ids [hash...] with start: the history newest first. `known`: the ids are the ancestors only
+ * (the revision itself, of generation start, was named by the asker), and may be empty. */
+static br_err rd_history(struct dec *d, uint64_t start, bool known, struct br_rev **out,
+                         size_t *n_out)
 {
     size_t n;
     br_err e = rd_array(d, "ids", &n);
     if (e)
         return e;
-    if (n == 0)
+    if (n == 0 && !known)
         return bad(d, "ids must not be empty");
-    if (start < n || start > BR_REV_GEN_MAX)
+    uint64_t top = known ? start - 1 : start;
+    if (start < 1 || top < n || start > BR_REV_GEN_MAX)
         return bad(d, "start %llu does not fit %zu ids", (unsigned long long)start, n);
     struct br_rev *v = alloc_n(d, n, sizeof *v);
     if (!v)
@@ -706,7 +719,7 @@ static br_err rd_history(struct dec *d, uint64_t start, struct br_rev **out, siz
             return e;
         if (it.type != BR_CBOR_TEXT || !hash_ok(it.str, it.len))
             return bad(d, "ids must be lowercase hex revision hashes");
-        v[i].gen = start - i;
+        v[i].gen = top - i;
         v[i].hash_len = (uint8_t)it.len;
         memcpy(v[i].hash, it.str, it.len);
         v[i].hash[it.len] = 0;
@@ -716,12 +729,15 @@ static br_err rd_history(struct dec *d, uint64_t start, struct br_rev **out, siz
     return BR_OK;
 }
 
-static const char *const RD_K[] = {"id",   "rev",   "missing", "deleted",
-                                   "body", "start", "ids",     "atts"};
-static const struct keys RD_KEYS = {RD_K, 8, 0x3};
+static const char *const RD_K[] = {"id",    "rev", "missing", "deleted", "body",
+                                   "start", "ids", "atts",    "known"};
+static const struct keys RD_KEYS = {RD_K, 9, 0x1};
 #define RD_FULL 0xf8u /* deleted, body, start, ids, atts: required unless missing */
+#define RD_REV 0x2u
+#define RD_KNOWN 0x100u
 
-static br_err rd_revdocs(struct dec *d, struct br_wire_revdoc **out, size_t *n_out)
+/* `reply`: a get_revs_reply, whose revisions may be `known` (put_revs' may not). */
+static br_err rd_revdocs(struct dec *d, bool reply, struct br_wire_revdoc **out, size_t *n_out)
 {
     size_t n;
     br_err e = rd_array(d, "docs", &n);
@@ -766,22 +782,40 @@ static br_err rd_revdocs(struct dec *d, struct br_wire_revdoc **out, size_t *n_o
             case 6:
                 if (!(seen & (1u << 5)))
                     e = bad(d, "start must come before ids");
+                else if ((seen & RD_KNOWN) == 0 && (seen & RD_REV) == 0)
+                    e = bad(d, "rev or known must come before ids");
                 else
-                    e = rd_history(d, start, &v[i].history, &v[i].n_history);
+                    e = rd_history(d, start, (seen & RD_KNOWN) != 0, &v[i].history,
+                                   &v[i].n_history);
+                break;
+            case 7:
+                e = rd_atts(d, &v[i].atts, &v[i].n_atts);
                 break;
             default:
-                e = rd_atts(d, &v[i].atts, &v[i].n_atts);
+                e = rd_bool(d, "known", &v[i].rev_known);
+                if (!e && !v[i].rev_known)
+                    e = bad(d, "known, when present, must be true");
+                if (!e && !reply)
+                    e = bad(d, "known is only for get_revs_reply");
+                if (!e && (seen & (1u << 6)))
+                    e = bad(d, "known must come before ids");
                 break;
             }
             d->where = "revision";
         }
         if (!e)
             e = check_required(d, &RD_KEYS, seen);
-        if (!e && v[i].missing && (seen & RD_FULL))
+        if (!e && (seen & RD_REV) != 0 && (seen & RD_KNOWN) != 0)
+            e = bad(d, "rev and known exclude each other");
+        if (!e && (seen & (RD_REV | RD_KNOWN)) == 0)
+            e = bad(d, "missing key rev");
+        if (!e && v[i].missing && (seen & (RD_FULL | RD_KNOWN)))
             e = bad(d, "a missing revision carries only id and rev");
         if (!e && !v[i].missing && (seen & RD_FULL) != RD_FULL)
             e = bad(d, "a revision needs deleted, body, start, ids and atts");
-        if (!e && !v[i].missing && !br_rev_eq(&v[i].history[0], &v[i].rev))
+        if (!e && v[i].rev_known)
+            v[i].rev.gen = start; /* the hash is the asker's (wire.h) */
+        if (!e && !v[i].missing && !v[i].rev_known && !br_rev_eq(&v[i].history[0], &v[i].rev))
             e = bad(d, "history does not begin with rev");
         if (e)
             return e;
@@ -874,18 +908,30 @@ static const char *const LPUT_K[] = {"type", "rid", "db", "id", "body", "rev"};
 static const char *const LPREPLY_K[] = {"type", "rid", "rev"};
 static const char *const PROBE_K[] = {"type", "rid", "node"};
 static const char *const PRBREPLY_K[] = {"type", "rid", "alive"};
+static const char *const Z_K[] = {"type", "rid", "z"};
 
 static const struct keys TYPE_KEYS[N_TYPES] = {
-    [BR_WIRE_HELLO] = {HELLO_K, 6, 0x3f},      [BR_WIRE_DIGEST] = {DIGEST_K, 3, 0x7},
-    [BR_WIRE_CHANGES] = {CHANGES_K, 6, 0x1f},  [BR_WIRE_CHANGES_REPLY] = {CREPLY_K, 5, 0x1f},
-    [BR_WIRE_REVSDIFF] = {RDIFF_K, 4, 0xf},    [BR_WIRE_REVSDIFF_REPLY] = {RDREPLY_K, 3, 0x7},
-    [BR_WIRE_GET_REVS] = {GETREVS_K, 6, 0x3f}, [BR_WIRE_GET_REVS_REPLY] = {RDREPLY_K, 3, 0x7},
-    [BR_WIRE_PEERS] = {PEERS_K, 4, 0x7},       [BR_WIRE_PING] = {PING_K, 3, 0x7},
-    [BR_WIRE_PONG] = {PING_K, 3, 0x7},         [BR_WIRE_ERROR] = {ERROR_K, 4, 0xf},
-    [BR_WIRE_PUT_REVS] = {PUTREVS_K, 4, 0xf},  [BR_WIRE_PUT_REVS_REPLY] = {PRREPLY_K, 3, 0x7},
-    [BR_WIRE_LOCAL_GET] = {LGET_K, 4, 0xf},    [BR_WIRE_LOCAL_GET_REPLY] = {LGREPLY_K, 4, 0xf},
-    [BR_WIRE_LOCAL_PUT] = {LPUT_K, 6, 0x1f},   [BR_WIRE_LOCAL_PUT_REPLY] = {LPREPLY_K, 3, 0x7},
-    [BR_WIRE_PROBE] = {PROBE_K, 3, 0x7},       [BR_WIRE_PROBE_REPLY] = {PRBREPLY_K, 3, 0x7},
+    [BR_WIRE_HELLO] = {HELLO_K, 6, 0x3f},
+    [BR_WIRE_DIGEST] = {DIGEST_K, 3, 0x7},
+    [BR_WIRE_CHANGES] = {CHANGES_K, 6, 0x1f},
+    [BR_WIRE_CHANGES_REPLY] = {CREPLY_K, 5, 0x1f},
+    [BR_WIRE_REVSDIFF] = {RDIFF_K, 4, 0xf},
+    [BR_WIRE_REVSDIFF_REPLY] = {RDREPLY_K, 3, 0x7},
+    [BR_WIRE_GET_REVS] = {GETREVS_K, 6, 0x3f},
+    [BR_WIRE_GET_REVS_REPLY] = {RDREPLY_K, 3, 0x7},
+    [BR_WIRE_PEERS] = {PEERS_K, 4, 0x7},
+    [BR_WIRE_PING] = {PING_K, 3, 0x7},
+    [BR_WIRE_PONG] = {PING_K, 3, 0x7},
+    [BR_WIRE_ERROR] = {ERROR_K, 4, 0xf},
+    [BR_WIRE_PUT_REVS] = {PUTREVS_K, 4, 0xf},
+    [BR_WIRE_PUT_REVS_REPLY] = {PRREPLY_K, 3, 0x7},
+    [BR_WIRE_LOCAL_GET] = {LGET_K, 4, 0xf},
+    [BR_WIRE_LOCAL_GET_REPLY] = {LGREPLY_K, 4, 0xf},
+    [BR_WIRE_LOCAL_PUT] = {LPUT_K, 6, 0x1f},
+    [BR_WIRE_LOCAL_PUT_REPLY] = {LPREPLY_K, 3, 0x7},
+    [BR_WIRE_PROBE] = {PROBE_K, 3, 0x7},
+    [BR_WIRE_PROBE_REPLY] = {PRBREPLY_K, 3, 0x7},
+    [BR_WIRE_Z] = {Z_K, 3, 0x7},
 };
 
 /* First pass: the type and the request id, whatever the key order. */
@@ -1018,7 +1064,7 @@ static br_err decode_body(struct dec *d, struct br_wire_msg *m)
                 e = rd_bool(d, key, &m->u.get_revs.data);
             break;
         case BR_WIRE_GET_REVS_REPLY:
-            e = rd_revdocs(d, &m->u.get_revs_reply.docs, &m->u.get_revs_reply.n);
+            e = rd_revdocs(d, true, &m->u.get_revs_reply.docs, &m->u.get_revs_reply.n);
             break;
         case BR_WIRE_PEERS:
             if (i == 2)
@@ -1048,7 +1094,7 @@ static br_err decode_body(struct dec *d, struct br_wire_msg *m)
             if (i == 2)
                 e = rd_text(d, key, 1, BR_DB_NAME_MAX, &m->u.put_revs.db, NULL);
             else
-                e = rd_revdocs(d, &m->u.put_revs.docs, &m->u.put_revs.n);
+                e = rd_revdocs(d, false, &m->u.put_revs.docs, &m->u.put_revs.n);
             for (size_t q = 0; !e && i == 3 && q < m->u.put_revs.n; q++)
                 if (m->u.put_revs.docs[q].missing)
                     e = bad(d, "a missing revision cannot be written");
@@ -1076,12 +1122,160 @@ static br_err decode_body(struct dec *d, struct br_wire_msg *m)
             else
                 e = rd_map_value(d, key, &m->u.local_reply.body, &m->u.local_reply.body_len);
             break;
+        case BR_WIRE_Z: /* opened by br_wire_decode before the body is read */
+            e = bad(d, "a z envelope inside a z envelope");
+            break;
         }
     }
     d->where = TYPE_NAMES[m->type];
     if (!e)
         e = check_required(d, k, seen);
     return e;
+}
+
+/* ---- zstd contexts, one pair per thread ---- */
+
+struct zctx {
+    ZSTD_CCtx *c;
+    ZSTD_DCtx *d;
+};
+
+static pthread_key_t zkey;
+static pthread_once_t zonce = PTHREAD_ONCE_INIT;
+static bool zkey_ok;
+
+static void zctx_free(void *p)
+{
+    struct zctx *z = p;
+    if (!z)
+        return;
+    ZSTD_freeCCtx(z->c);
+    ZSTD_freeDCtx(z->d);
+    br_free(z);
+}
+
+static void zkey_make(void)
+{
+    zkey_ok = pthread_key_create(&zkey, zctx_free) == 0;
+}
+
+static struct zctx *zctx_get(void)
+{
+    pthread_once(&zonce, zkey_make);
+    if (!zkey_ok)
+        return NULL;
+    struct zctx *z = pthread_getspecific(zkey);
+    if (z)
+        return z;
+    z = br_calloc(1, sizeof *z);
+    if (!z)
+        return NULL;
+    if (pthread_setspecific(zkey, z) != 0) {
+        br_free(z);
+        return NULL;
+    }
+    return z;
+}
+
+static ZSTD_CCtx *cctx_get(void)
+{
+    struct zctx *z = zctx_get();
+    if (z && !z->c)
+        z->c = ZSTD_createCCtx();
+    return z ? z->c : NULL;
+}
+
+static ZSTD_DCtx *dctx_get(void)
+{
+    struct zctx *z = zctx_get();
+    if (z && !z->d)
+        z->d = ZSTD_createDCtx();
+    return z ? z->d : NULL;
+}
+
+/* ---- envelopes ---- */
+
+/* Read the envelope's map (after scan_header): *zp and *zn point into the input. */
+static br_err rd_envelope(struct dec *d, const uint8_t **zp, size_t *zn)
+{
+    const struct keys *k = &TYPE_KEYS[BR_WIRE_Z];
+    uint32_t seen = 0;
+    size_t nk;
+    br_err e = rd_object(d, "z", &nk);
+    for (size_t j = 0; !e && j < nk; j++) {
+        unsigned i;
+        struct br_cbor_item it;
+        e = rd_key(d, k, &seen, &i);
+        if (e)
+            break;
+        e = next(d, &it);
+        if (e || i <= 1) /* type and rid: read by the first pass */
+            continue;
+        if (it.type != BR_CBOR_BYTES)
+            e = bad(d, "z must be a byte string");
+        *zp = it.str;
+        *zn = it.len;
+    }
+    if (!e)
+        e = check_required(d, k, seen);
+    return e;
+}
+
+/* Decompress an envelope's frame into a new buffer (caller frees) of exactly the size the frame
+ * declares; refuse, before allocating, a size that is unknown, zero or past BR_WIRE_MAX_MSG. */
+static br_err z_open(struct dec *d, const uint8_t *zp, size_t zn, uint8_t **out, size_t *out_len)
+{
+    unsigned long long size = ZSTD_getFrameContentSize(zp, zn);
+    if (size == ZSTD_CONTENTSIZE_ERROR)
+        return bad(d, "not a zstd frame, or a truncated one");
+    if (size == ZSTD_CONTENTSIZE_UNKNOWN)
+        return bad(d, "the zstd frame does not declare its content size");
+    if (size == 0)
+        return bad(d, "the zstd frame is empty or skippable");
+    if (size > BR_WIRE_MAX_MSG)
+        return bad(d, "the zstd frame declares %llu bytes, past the %u byte limit", size,
+                   BR_WIRE_MAX_MSG);
+    if (ZSTD_getDictID_fromFrame(zp, zn) != 0)
+        return bad(d, "the zstd frame needs a dictionary");
+    size_t fsz = ZSTD_findFrameCompressedSize(zp, zn);
+    if (ZSTD_isError(fsz))
+        return bad(d, "truncated or corrupt zstd frame");
+    if (fsz != zn)
+        return bad(d, "%zu bytes after the zstd frame", zn - fsz);
+    ZSTD_DCtx *dc = dctx_get();
+    uint8_t *buf = dc ? br_malloc((size_t)size) : NULL;
+    if (!buf)
+        return nomem(d);
+    size_t got = ZSTD_decompressDCtx(dc, buf, (size_t)size, zp, zn);
+    if (ZSTD_isError(got) || got != size) {
+        br_free(buf);
+        if (ZSTD_isError(got))
+            return bad(d, "corrupt zstd frame (%s)", ZSTD_getErrorName(got));
+        return bad(d, "the zstd frame gave %zu bytes, not the %llu it declares", got, size);
+    }
+    *out = buf;
+    *out_len = (size_t)size;
+    return BR_OK;
+}
+
+/* Decode a plain message whose header scan_header read. */
+static br_err decode_plain(const uint8_t *p, size_t n, enum br_wire_type type, uint64_t rid,
+                           struct br_wire_msg **out, struct br_errbuf *eb)
+{
+    struct br_wire_msg *m = br_calloc(1, sizeof *m);
+    if (!m)
+        return br_fail(eb, BR_ENOMEM, "out of memory");
+    m->type = type;
+    m->rid = rid;
+    struct dec d = {.eb = eb, .where = "message", .a = &m->arena};
+    br_cbor_reader_init(&d.r, p, n);
+    br_err e = decode_body(&d, m);
+    if (e) {
+        br_wire_msg_free(m);
+        return e;
+    }
+    *out = m;
+    return BR_OK;
 }
 
 br_err br_wire_decode(const uint8_t *p, size_t n, struct br_wire_msg **out, uint64_t *rid_out,
@@ -1104,20 +1298,34 @@ br_err br_wire_decode(const uint8_t *p, size_t n, struct br_wire_msg **out, uint
         *rid_out = rid;
     if (e)
         return e;
-    struct br_wire_msg *m = br_calloc(1, sizeof *m);
-    if (!m)
-        return br_fail(eb, BR_ENOMEM, "out of memory");
-    m->type = type;
-    m->rid = rid;
-    d.a = &m->arena;
+    if (type != BR_WIRE_Z)
+        return decode_plain(p, n, type, rid, out, eb);
+
+    const uint8_t *zp = NULL;
+    size_t zn = 0;
+    uint8_t *plain = NULL;
+    size_t plain_len = 0;
     br_cbor_reader_init(&d.r, p, n);
-    e = decode_body(&d, m);
-    if (e) {
-        br_wire_msg_free(m);
+    e = rd_envelope(&d, &zp, &zn);
+    if (!e)
+        e = z_open(&d, zp, zn, &plain, &plain_len);
+    if (e)
         return e;
-    }
-    *out = m;
-    return BR_OK;
+    enum br_wire_type itype = 0;
+    uint64_t irid = 0;
+    bool has_irid = false;
+    d.where = "z content";
+    br_cbor_reader_init(&d.r, plain, plain_len);
+    e = scan_header(&d, &itype, &irid, &has_irid);
+    if (!e && itype == BR_WIRE_Z)
+        e = bad(&d, "a z envelope inside a z envelope");
+    if (!e && irid != rid)
+        e = bad(&d, "rid %llu differs from the envelope's %llu", (unsigned long long)irid,
+                (unsigned long long)rid);
+    if (!e)
+        e = decode_plain(plain, plain_len, itype, irid, out, eb);
+    br_free(plain);
+    return e;
 }
 
 void br_wire_msg_free(struct br_wire_msg *m)
@@ -1325,7 +1533,51 @@ static void put_atts(struct enc *x, const struct br_wire_att *v, size_t n)
     }
 }
 
-static void put_revdocs(struct enc *x, const struct br_wire_revdoc *v, size_t n)
+static void put_ids(struct enc *x, const struct br_rev *v, size_t n)
+{
+    put_array(x, "ids", n);
+    for (size_t j = 0; j < n && !x->e; j++)
+        ck(x, br_cbor_put_str(x->b, v[j].hash, v[j].hash_len));
+}
+
+/* A known revision (get_revs_reply): id, known, deleted, body, start, ids (the ancestors).
+ * Given either whole (rev and history[0] == rev) or as decoded (rev.hash empty, history the
+ * ancestors). */
+static void put_known(struct enc *x, const struct br_wire_revdoc *r)
+{
+    const struct br_rev *anc = r->history;
+    size_t n_anc = r->n_history;
+    if (r->rev.hash_len) {
+        if (r->n_history == 0 || !br_rev_eq(&r->history[0], &r->rev)) {
+            invalid(x, "revision history");
+            return;
+        }
+        anc++;
+        n_anc--;
+    }
+    if (r->rev.gen < 1 || r->rev.gen > BR_REV_GEN_MAX || n_anc >= r->rev.gen ||
+        n_anc > BR_WIRE_MAX_ITEMS || (n_anc && anc[0].gen != r->rev.gen - 1) ||
+        (n_anc && br_rev_path_check(anc, n_anc) != BR_OK)) {
+        invalid(x, "revision history");
+        return;
+    }
+    for (size_t j = 0; j < n_anc; j++)
+        if (!hash_ok((const uint8_t *)anc[j].hash, anc[j].hash_len)) {
+            invalid(x, "revision history");
+            return;
+        }
+    put_map(x, 7);
+    put_text(x, "id", r->id, r->id_len, 1, BR_DOCID_MAX);
+    put_bool(x, "known", true);
+    put_bool(x, "deleted", r->deleted);
+    put_map_value(x, "body", r->body, r->body_len);
+    put_uint(x, "start", r->rev.gen);
+    put_ids(x, anc, n_anc);
+    put_atts(x, r->atts, r->n_atts);
+}
+
+/* `reply`: a get_revs_reply, which sends known revisions without their hash. */
+static void put_revdocs(struct enc *x, const struct br_wire_revdoc *v, size_t n, bool reply)
 {
     put_array(x, "docs", n);
     for (size_t i = 0; i < n && !x->e; i++) {
@@ -1336,6 +1588,10 @@ static void put_revdocs(struct enc *x, const struct br_wire_revdoc *v, size_t n)
             put_key(x, "rev");
             put_rev_item(x, &r->rev);
             put_bool(x, "missing", true);
+            continue;
+        }
+        if (reply && r->rev_known) {
+            put_known(x, r);
             continue;
         }
         if (r->n_history == 0 || r->n_history > BR_WIRE_MAX_ITEMS ||
@@ -1351,9 +1607,7 @@ static void put_revdocs(struct enc *x, const struct br_wire_revdoc *v, size_t n)
         put_bool(x, "deleted", r->deleted);
         put_map_value(x, "body", r->body, r->body_len);
         put_uint(x, "start", r->history[0].gen);
-        put_array(x, "ids", r->n_history);
-        for (size_t j = 0; j < r->n_history && !x->e; j++)
-            ck(x, br_cbor_put_str(x->b, r->history[j].hash, r->history[j].hash_len));
+        put_ids(x, r->history, r->n_history);
         put_atts(x, r->atts, r->n_atts);
     }
 }
@@ -1434,7 +1688,7 @@ static void encode_msg(struct enc *x, const struct br_wire_msg *m)
         put_bool(x, "data", m->u.get_revs.data);
         break;
     case BR_WIRE_GET_REVS_REPLY:
-        put_revdocs(x, m->u.get_revs_reply.docs, m->u.get_revs_reply.n);
+        put_revdocs(x, m->u.get_revs_reply.docs, m->u.get_revs_reply.n, true);
         break;
     case BR_WIRE_PEERS:
         put_array(x, "peers", m->u.peers.n);
@@ -1473,7 +1727,7 @@ static void encode_msg(struct enc *x, const struct br_wire_msg *m)
         for (size_t i = 0; i < m->u.put_revs.n; i++)
             if (m->u.put_revs.docs[i].missing)
                 invalid(x, "a missing revision in put_revs");
-        put_revdocs(x, m->u.put_revs.docs, m->u.put_revs.n);
+        put_revdocs(x, m->u.put_revs.docs, m->u.put_revs.n, false);
         break;
     case BR_WIRE_PUT_REVS_REPLY:
         put_array(x, "results", m->u.put_revs_reply.n);
@@ -1500,22 +1754,87 @@ static void encode_msg(struct enc *x, const struct br_wire_msg *m)
         if (m->type == BR_WIRE_LOCAL_GET_REPLY)
             put_map_value(x, "body", m->u.local_reply.body, m->u.local_reply.body_len);
         break;
+    case BR_WIRE_Z:
+        invalid(x, "a z envelope is made by the encoder, not given to it");
+        break;
     }
 }
 
-br_err br_wire_encode(const struct br_wire_msg *m, br_buf *out, struct br_errbuf *eb)
+/* The plain encoding of m in a new buffer bounded by out's max and BR_WIRE_MAX_MSG. */
+static br_err encode_plain(const struct br_wire_msg *m, const br_buf *out, br_buf *tmp,
+                           struct br_errbuf *eb)
 {
     if (!m || !br_wire_type_name(m->type))
         return br_fail(eb, BR_EINVAL, "cannot encode: unknown message type");
     size_t max = out->max && out->max < BR_WIRE_MAX_MSG ? out->max : BR_WIRE_MAX_MSG;
-    br_buf tmp;
-    br_buf_init(&tmp, max);
-    struct enc x = {.b = &tmp, .eb = eb};
+    br_buf_init(tmp, max);
+    struct enc x = {.b = tmp, .eb = eb};
     encode_msg(&x, m);
     if (x.e == BR_ETOOBIG)
         br_errbuf_set(eb, "message past %zu bytes", max);
-    if (!x.e)
-        x.e = br_buf_append(out, tmp.data, tmp.len);
-    br_buf_fini(&tmp);
+    if (x.e)
+        br_buf_fini(tmp);
     return x.e;
+}
+
+br_err br_wire_encode_plain(const struct br_wire_msg *m, br_buf *out, struct br_errbuf *eb)
+{
+    br_buf tmp;
+    br_err e = encode_plain(m, out, &tmp, eb);
+    if (e)
+        return e;
+    e = br_buf_append(out, tmp.data, tmp.len);
+    br_buf_fini(&tmp);
+    return e;
+}
+
+/* Append the z envelope of plain[0..n) to out if it is smaller than n; *done says it was. */
+static br_err put_envelope(uint64_t rid, const uint8_t *plain, size_t n, br_buf *out, bool *done)
+{
+    *done = false;
+    ZSTD_CCtx *cc = cctx_get();
+    size_t cap = ZSTD_compressBound(n);
+    uint8_t *z = cc ? br_malloc(cap) : NULL;
+    if (!z)
+        return BR_OK; /* no memory for compressing: send it plain */
+    size_t zn = ZSTD_compressCCtx(cc, z, cap, plain, n, BR_WIRE_Z_LEVEL);
+    br_err e = BR_OK;
+    if (!ZSTD_isError(zn) && zn + 24 < n) {
+        br_buf env;
+        br_buf_init(&env, 0);
+        e = br_cbor_put_map(&env, 3);
+        if (!e)
+            e = br_cbor_put_cstr(&env, "type");
+        if (!e)
+            e = br_cbor_put_cstr(&env, "z");
+        if (!e)
+            e = br_cbor_put_cstr(&env, "rid");
+        if (!e)
+            e = br_cbor_put_uint(&env, rid);
+        if (!e)
+            e = br_cbor_put_cstr(&env, "z");
+        if (!e)
+            e = br_cbor_put_bytes(&env, z, zn);
+        if (!e)
+            e = br_buf_append(out, env.data, env.len);
+        *done = !e;
+        br_buf_fini(&env);
+    }
+    br_free(z);
+    return e;
+}
+
+br_err br_wire_encode(const struct br_wire_msg *m, br_buf *out, struct br_errbuf *eb)
+{
+    br_buf tmp;
+    br_err e = encode_plain(m, out, &tmp, eb);
+    if (e)
+        return e;
+    bool done = false;
+    if (tmp.len >= BR_WIRE_Z_MIN)
+        e = put_envelope(m->rid, tmp.data, tmp.len, out, &done);
+    if (!e && !done)
+        e = br_buf_append(out, tmp.data, tmp.len);
+    br_buf_fini(&tmp);
+    return e;
 }

@@ -2,6 +2,7 @@
  * and the decoder refuses malformed input for every type with BR_EPROTO and a reason (unknown
  * types and versions, duplicate, unknown and missing keys, wrong types, limits, truncation).
  * Ends with an allocation torture of the decoder. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -422,19 +423,19 @@ Test(wire, decode_rejects_bad_hello_and_digest)
     w_init(&w);
     w_head(&w, 6, "hello");
     w_s(&w, "version");
-    w_u(&w, 2);
+    w_u(&w, 1); /* version 1 had no z envelopes */
     w_s(&w, "node");
     w_s(&w, "n");
     w_s(&w, "hlc");
     w_hlc(&w);
     w_s(&w, "dbs");
     w_arr(&w, 0);
-    w_bad(&w, "protocol version 2 is not supported");
+    w_bad(&w, "protocol version 1 is not supported");
     /* missing dbs */
     w_init(&w);
     w_head(&w, 5, "hello");
     w_s(&w, "version");
-    w_u(&w, 1);
+    w_u(&w, BR_WIRE_VERSION);
     w_s(&w, "node");
     w_s(&w, "n");
     w_s(&w, "hlc");
@@ -1052,4 +1053,467 @@ Test(wire, decode_rejects_bad_put_revs_and_local_docs)
     w_s(&w, "rev");
     w_s(&w, "0-1");
     w_bad(&w, "missing key body");
+}
+
+/* ---- version 2: known revisions in get_revs replies, z envelopes ---- */
+
+static bool contains(const br_buf *b, const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i + n <= b->len; i++)
+        if (memcmp(b->data + i, s, n) == 0)
+            return true;
+    return false;
+}
+
+Test(wire, known_revisions_travel_without_their_hash)
+{
+    struct br_rev hist[3] = {rev("3-cccc11"), rev("2-bb"), rev("1-aa")};
+    struct br_rev one = rev("1-dddd22");
+    struct br_wire_revdoc rd[2] = {
+        {.id = "x",
+         .id_len = 1,
+         .rev = hist[0],
+         .rev_known = true,
+         .body = BODY,
+         .body_len = sizeof BODY,
+         .history = hist,
+         .n_history = 3},
+        {.id = "y",
+         .id_len = 1,
+         .rev = one,
+         .rev_known = true,
+         .deleted = true,
+         .body = BODY,
+         .body_len = sizeof BODY,
+         .history = &one,
+         .n_history = 1},
+    };
+    struct br_wire_msg m = {.type = BR_WIRE_GET_REVS_REPLY, .rid = 3};
+    m.u.get_revs_reply.docs = rd;
+    m.u.get_revs_reply.n = 2;
+    br_buf b;
+    br_buf_init(&b, 0);
+    cr_assert_eq(br_wire_encode_plain(&m, &b, NULL), BR_OK);
+    cr_assert_not(contains(&b, "cccc11"), "the known hash travelled");
+    cr_assert_not(contains(&b, "dddd22"), "the known hash travelled");
+    br_buf_fini(&b);
+    struct br_wire_msg *d = roundtrip(&m); /* re-encoding the decoded form gives the same bytes */
+    const struct br_wire_revdoc *x = &d->u.get_revs_reply.docs[0], *y = &x[1];
+    cr_assert(x->rev_known && y->rev_known);
+    cr_assert_eq(x->rev.gen, 3);
+    cr_assert_eq(x->rev.hash_len, 0);
+    cr_assert_eq(x->n_history, 2, "the ancestors only");
+    cr_assert(br_rev_eq(&x->history[0], &hist[1]) && br_rev_eq(&x->history[1], &hist[2]));
+    cr_assert_eq(y->rev.gen, 1);
+    cr_assert_eq(y->n_history, 0);
+    cr_assert(y->deleted);
+    br_wire_msg_free(d);
+    /* put_revs ignores the flag and sends the whole revision */
+    m = (struct br_wire_msg){.type = BR_WIRE_PUT_REVS, .rid = 4};
+    m.u.put_revs.db = "db";
+    m.u.put_revs.docs = rd;
+    m.u.put_revs.n = 2;
+    d = roundtrip(&m);
+    cr_assert_not(d->u.put_revs.docs[0].rev_known);
+    cr_assert(br_rev_eq(&d->u.put_revs.docs[0].rev, &hist[0]));
+    br_wire_msg_free(d);
+    /* a known revision whose history does not begin with it, or whose ancestors skip one */
+    rd[0].history = hist + 1;
+    rd[0].n_history = 2;
+    m = (struct br_wire_msg){.type = BR_WIRE_GET_REVS_REPLY, .rid = 3};
+    m.u.get_revs_reply.docs = rd;
+    m.u.get_revs_reply.n = 1;
+    br_buf_init(&b, 0);
+    cr_assert_eq(br_wire_encode(&m, &b, NULL), BR_EINVAL);
+    struct br_rev gap[2] = {hist[0], hist[2]};
+    rd[0].history = gap;
+    cr_assert_eq(br_wire_encode(&m, &b, NULL), BR_EINVAL);
+    br_buf_fini(&b);
+}
+
+/* A revision entry {id, known, deleted, body, start, ids, atts} with the given extras. */
+static void w_known(struct w *w, size_t extra, uint64_t start, size_t n_ids)
+{
+    w_map(w, 7 + extra);
+    w_s(w, "id");
+    w_s(w, "x");
+    w_s(w, "known");
+    w_bool(w, true);
+    w_s(w, "deleted");
+    w_bool(w, false);
+    w_s(w, "body");
+    cr_assert_eq(br_buf_append(&w->b, BODY, sizeof BODY), BR_OK);
+    w_s(w, "atts");
+    w_arr(w, 0);
+    w_s(w, "start");
+    w_u(w, start);
+    w_s(w, "ids");
+    w_arr(w, n_ids);
+    for (size_t i = 0; i < n_ids; i++)
+        w_s(w, "aa");
+}
+
+Test(wire, decode_rejects_bad_known_revisions)
+{
+    struct w w;
+    /* known with rev */
+    w_init(&w);
+    w_head(&w, 3, "get_revs_reply");
+    w_s(&w, "docs");
+    w_arr(&w, 1);
+    w_map(&w, 8);
+    w_s(&w, "rev");
+    w_s(&w, "2-aa");
+    w_s(&w, "id");
+    w_s(&w, "x");
+    w_s(&w, "known");
+    w_bool(&w, true);
+    w_s(&w, "deleted");
+    w_bool(&w, false);
+    w_s(&w, "body");
+    cr_assert_eq(br_buf_append(&w.b, BODY, sizeof BODY), BR_OK);
+    w_s(&w, "atts");
+    w_arr(&w, 0);
+    w_s(&w, "start");
+    w_u(&w, 2);
+    w_s(&w, "ids");
+    w_arr(&w, 0);
+    w_bad(&w, "exclude each other");
+    /* more ancestors than the generation allows */
+    w_init(&w);
+    w_head(&w, 3, "get_revs_reply");
+    w_s(&w, "docs");
+    w_arr(&w, 1);
+    w_known(&w, 0, 2, 2);
+    w_bad(&w, "does not fit");
+    /* generation 0 */
+    w_init(&w);
+    w_head(&w, 3, "get_revs_reply");
+    w_s(&w, "docs");
+    w_arr(&w, 1);
+    w_known(&w, 0, 0, 0);
+    w_bad(&w, "does not fit");
+    /* known: false */
+    w_init(&w);
+    w_head(&w, 3, "get_revs_reply");
+    w_s(&w, "docs");
+    w_arr(&w, 1);
+    w_map(&w, 2);
+    w_s(&w, "id");
+    w_s(&w, "x");
+    w_s(&w, "known");
+    w_bool(&w, false);
+    w_bad(&w, "must be true");
+    /* known in put_revs */
+    w_init(&w);
+    w_head(&w, 4, "put_revs");
+    w_s(&w, "db");
+    w_s(&w, "db");
+    w_s(&w, "docs");
+    w_arr(&w, 1);
+    w_known(&w, 0, 1, 0);
+    w_bad(&w, "only for get_revs_reply");
+    /* neither rev nor known */
+    w_init(&w);
+    w_head(&w, 3, "get_revs_reply");
+    w_s(&w, "docs");
+    w_arr(&w, 1);
+    w_map(&w, 1);
+    w_s(&w, "id");
+    w_s(&w, "x");
+    w_bad(&w, "missing key rev");
+    /* a missing revision that says known */
+    w_init(&w);
+    w_head(&w, 3, "get_revs_reply");
+    w_s(&w, "docs");
+    w_arr(&w, 1);
+    w_map(&w, 3);
+    w_s(&w, "id");
+    w_s(&w, "x");
+    w_s(&w, "known");
+    w_bool(&w, true);
+    w_s(&w, "missing");
+    w_bool(&w, true);
+    w_bad(&w, "carries only id and rev");
+}
+
+/* A get_revs_reply of n sensor-like documents (what replication sends). */
+static struct br_wire_msg *big_reply(size_t n, br_buf *bodies)
+{
+    struct br_wire_msg *m = calloc(1, sizeof *m);
+    struct br_wire_revdoc *rd = calloc(n, sizeof *rd);
+    struct br_rev *revs = calloc(n, sizeof *revs);
+    char(*ids)[32] = calloc(n, 32);
+    size_t *off = calloc(n + 1, sizeof *off);
+    br_buf_init(bodies, 0);
+    for (size_t i = 0; i < n; i++) {
+        char t[64];
+        snprintf(t, sizeof t, "1-%08zx%08zx%016zx", i * 2654435761u, i, i * 40503u);
+        revs[i] = rev(t);
+        snprintf(ids[i], 32, "doc-%08zu", i);
+        off[i] = bodies->len;
+        cr_assert_eq(br_cbor_put_map(bodies, 2), BR_OK);
+        cr_assert_eq(br_cbor_put_cstr(bodies, "type"), BR_OK);
+        cr_assert_eq(br_cbor_put_cstr(bodies, "sensor"), BR_OK);
+        cr_assert_eq(br_cbor_put_cstr(bodies, "value"), BR_OK);
+        cr_assert_eq(br_cbor_put_uint(bodies, i * 7), BR_OK);
+    }
+    off[n] = bodies->len;
+    for (size_t i = 0; i < n; i++)
+        rd[i] = (struct br_wire_revdoc){.id = ids[i],
+                                        .id_len = strlen(ids[i]),
+                                        .rev = revs[i],
+                                        .body = bodies->data + off[i],
+                                        .body_len = off[i + 1] - off[i],
+                                        .history = &revs[i],
+                                        .n_history = 1};
+    free(off);
+    m->type = BR_WIRE_GET_REVS_REPLY;
+    m->rid = 77;
+    m->u.get_revs_reply.docs = rd;
+    m->u.get_revs_reply.n = n;
+    return m;
+}
+
+static void big_reply_free(struct br_wire_msg *m, br_buf *bodies)
+{
+    free((void *)m->u.get_revs_reply.docs[0].id);
+    free(m->u.get_revs_reply.docs[0].history);
+    free(m->u.get_revs_reply.docs);
+    free(m);
+    br_buf_fini(bodies);
+}
+
+/* The type of an encoded message (its first key's value), for checking envelopes. */
+static bool is_envelope(const br_buf *b)
+{
+    static const uint8_t head[] = {0xa3, 0x64, 't', 'y', 'p', 'e', 0x61, 'z'};
+    return b->len > sizeof head && memcmp(b->data, head, sizeof head) == 0;
+}
+
+Test(wire, large_messages_are_compressed_transparently)
+{
+    br_buf bodies;
+    struct br_wire_msg *m = big_reply(500, &bodies);
+    br_buf plain, z;
+    br_buf_init(&plain, 0);
+    cr_assert_eq(br_wire_encode_plain(m, &plain, NULL), BR_OK);
+    z = enc(m);
+    cr_assert(is_envelope(&z));
+    cr_assert_lt(z.len * 2, plain.len, "z %zu plain %zu", z.len, plain.len);
+    struct br_wire_msg *d = roundtrip(m);
+    cr_assert_eq(d->type, BR_WIRE_GET_REVS_REPLY, "the envelope is opened");
+    cr_assert_eq(d->rid, 77);
+    cr_assert_eq(d->u.get_revs_reply.n, 500);
+    cr_assert_str_eq(d->u.get_revs_reply.docs[499].id, "doc-00000499");
+    br_wire_msg_free(d);
+    /* the plain encoding decodes too; a small message stays plain */
+    d = dec_ok(&plain);
+    cr_assert_eq(d->u.get_revs_reply.n, 500);
+    br_wire_msg_free(d);
+    struct br_wire_msg p = {.type = BR_WIRE_PING, .rid = 1};
+    br_buf s = enc(&p);
+    cr_assert_not(is_envelope(&s));
+    br_buf_fini(&s);
+    /* nobody encodes an envelope directly */
+    p.type = BR_WIRE_Z;
+    cr_assert_eq(br_wire_encode(&p, &s, NULL), BR_EINVAL);
+    cr_assert_str_eq(br_wire_type_name(BR_WIRE_Z), "z");
+    br_buf_fini(&plain);
+    br_buf_fini(&z);
+    big_reply_free(m, &bodies);
+}
+
+/* ---- hand-made zstd frames (RFC 8878), so hostile frames need no compressor ---- */
+
+struct zf {
+    br_buf b;
+};
+
+/* Frame header: single segment, 8-byte content size (or no size with a window descriptor). */
+static void zf_begin(struct zf *f, bool has_size, uint64_t size, bool dict)
+{
+    static const uint8_t magic[] = {0x28, 0xb5, 0x2f, 0xfd};
+    br_buf_init(&f->b, 0);
+    cr_assert_eq(br_buf_append(&f->b, magic, 4), BR_OK);
+    uint8_t fhd = has_size ? (uint8_t)(0xc0 | 0x20) : 0x00; /* FCS 8 bytes + single segment */
+    if (dict)
+        fhd |= 0x01;
+    cr_assert_eq(br_buf_append_byte(&f->b, fhd), BR_OK);
+    if (!has_size)
+        cr_assert_eq(br_buf_append_byte(&f->b, 0x58), BR_OK); /* window 2^21 */
+    if (dict)
+        cr_assert_eq(br_buf_append_byte(&f->b, 0x07), BR_OK);
+    for (int i = 0; has_size && i < 8; i++)
+        cr_assert_eq(br_buf_append_byte(&f->b, (uint8_t)(size >> (8 * i))), BR_OK);
+}
+
+/* A block: type 0 raw (p[0..n)), 1 RLE (p[0] n times). */
+static void zf_block(struct zf *f, int type, const uint8_t *p, size_t n, bool last)
+{
+    uint32_t h = (uint32_t)(last ? 1 : 0) | (uint32_t)type << 1 | (uint32_t)n << 3;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(br_buf_append_byte(&f->b, (uint8_t)(h >> (8 * i))), BR_OK);
+    cr_assert_eq(br_buf_append(&f->b, p, type == 1 ? 1 : n), BR_OK);
+}
+
+/* {type: z, rid, z: frame} */
+static void w_envelope(struct w *w, uint64_t rid, const br_buf *frame)
+{
+    w_init(w);
+    w_map(w, 3);
+    w_s(w, "type");
+    w_s(w, "z");
+    w_s(w, "rid");
+    w_u(w, rid);
+    w_s(w, "z");
+    cr_assert_eq(br_cbor_put_bytes(&w->b, frame->data, frame->len), BR_OK);
+}
+
+/* The plain bytes of a ping with this rid. */
+static br_buf ping_bytes(uint64_t rid)
+{
+    struct br_wire_msg p = {.type = BR_WIRE_PING, .rid = rid};
+    br_buf b;
+    br_buf_init(&b, 0);
+    cr_assert_eq(br_wire_encode_plain(&p, &b, NULL), BR_OK);
+    return b;
+}
+
+Test(wire, a_hand_made_envelope_opens)
+{
+    br_buf in = ping_bytes(5);
+    struct zf f;
+    zf_begin(&f, true, in.len, false);
+    zf_block(&f, 0, in.data, in.len, true);
+    struct w w;
+    w_envelope(&w, 5, &f.b);
+    struct br_wire_msg *m = dec_ok(&w.b);
+    cr_assert_eq(m->type, BR_WIRE_PING);
+    cr_assert_eq(m->rid, 5);
+    br_wire_msg_free(m);
+    br_buf_fini(&w.b);
+    br_buf_fini(&f.b);
+    br_buf_fini(&in);
+}
+
+Test(wire, decode_rejects_bad_envelopes_and_bombs)
+{
+    br_buf in = ping_bytes(5);
+    struct zf f;
+    struct w w;
+    uint8_t zero = 0;
+    /* not a zstd frame */
+    br_buf junk;
+    br_buf_init(&junk, 0);
+    cr_assert_eq(br_buf_append(&junk, "not zstd at all", 15), BR_OK);
+    w_envelope(&w, 5, &junk);
+    w_bad(&w, "not a zstd frame");
+    br_buf_fini(&junk);
+    /* z of the wrong type, missing z, unknown key */
+    w_init(&w);
+    w_head(&w, 3, "z");
+    w_s(&w, "z");
+    w_u(&w, 1);
+    w_bad(&w, "z must be a byte string");
+    w_init(&w);
+    w_head(&w, 2, "z");
+    w_bad(&w, "missing key z");
+    w_init(&w);
+    w_head(&w, 3, "z");
+    w_s(&w, "data");
+    w_u(&w, 1);
+    w_bad(&w, "unknown key");
+    /* a frame that does not declare its size */
+    zf_begin(&f, false, 0, false);
+    zf_block(&f, 0, in.data, in.len, true);
+    w_envelope(&w, 5, &f.b);
+    w_bad(&w, "does not declare");
+    br_buf_fini(&f.b);
+    /* a bomb: 1 GiB declared, RLE blocks */
+    zf_begin(&f, true, 1ull << 30, false);
+    zf_block(&f, 1, &zero, 1u << 17, true);
+    w_envelope(&w, 5, &f.b);
+    w_bad(&w, "past the");
+    br_buf_fini(&f.b);
+    /* a bomb that lies: 64 bytes declared, 2 MiB of RLE blocks behind */
+    zf_begin(&f, true, 64, false);
+    for (int i = 0; i < 16; i++)
+        zf_block(&f, 1, &zero, 1u << 17, i == 15);
+    w_envelope(&w, 5, &f.b);
+    w_bad(&w, "zstd frame");
+    br_buf_fini(&f.b);
+    /* declared larger than the content */
+    zf_begin(&f, true, in.len + 10, false);
+    zf_block(&f, 0, in.data, in.len, true);
+    w_envelope(&w, 5, &f.b);
+    w_bad(&w, "zstd frame");
+    br_buf_fini(&f.b);
+    /* truncated frame, trailing bytes after it, a dictionary, an empty frame */
+    zf_begin(&f, true, in.len, false);
+    zf_block(&f, 0, in.data, in.len, true);
+    f.b.len -= 2;
+    w_envelope(&w, 5, &f.b);
+    w_bad(&w, "zstd frame");
+    f.b.len += 2;
+    cr_assert_eq(br_buf_append(&f.b, "xx", 2), BR_OK);
+    w_envelope(&w, 5, &f.b);
+    w_bad(&w, "after the zstd frame");
+    br_buf_fini(&f.b);
+    zf_begin(&f, true, in.len, true);
+    zf_block(&f, 0, in.data, in.len, true);
+    w_envelope(&w, 5, &f.b);
+    w_bad(&w, "dictionary");
+    br_buf_fini(&f.b);
+    zf_begin(&f, true, 0, false);
+    zf_block(&f, 0, in.data, 0, true);
+    w_envelope(&w, 5, &f.b);
+    w_bad(&w, "empty");
+    br_buf_fini(&f.b);
+    /* an envelope whose rid differs from its content's */
+    zf_begin(&f, true, in.len, false);
+    zf_block(&f, 0, in.data, in.len, true);
+    w_envelope(&w, 6, &f.b);
+    w_bad(&w, "differs");
+    /* an envelope inside an envelope */
+    struct w inner;
+    w_envelope(&inner, 5, &f.b);
+    br_buf_fini(&f.b);
+    zf_begin(&f, true, inner.b.len, false);
+    zf_block(&f, 0, inner.b.data, inner.b.len, true);
+    w_envelope(&w, 5, &f.b);
+    w_bad(&w, "inside a z envelope");
+    br_buf_fini(&inner.b);
+    br_buf_fini(&f.b);
+    /* content that is not a message */
+    zf_begin(&f, true, 3, false);
+    zf_block(&f, 0, (const uint8_t *)"\x81\x01\x02", 3, true);
+    w_envelope(&w, 5, &f.b);
+    w_bad(&w, "must be a map");
+    br_buf_fini(&f.b);
+    br_buf_fini(&in);
+}
+
+Test(wire, decode_of_an_envelope_survives_every_failed_allocation)
+{
+    br_buf bodies;
+    struct br_wire_msg *m = big_reply(50, &bodies);
+    br_buf b = enc(m);
+    cr_assert(is_envelope(&b));
+    for (long n = 0;; n++) {
+        struct br_wire_msg *d = NULL;
+        struct br_errbuf eb;
+        br_alloc_fail_after(n);
+        br_err e = br_wire_decode(b.data, b.len, &d, NULL, &eb);
+        br_alloc_fail_after(-1);
+        if (e == BR_OK) {
+            cr_assert(n > 0);
+            br_wire_msg_free(d);
+            break;
+        }
+        cr_assert_eq(e, BR_ENOMEM, "n=%ld: %s", n, eb.msg);
+    }
+    br_buf_fini(&b);
+    big_reply_free(m, &bodies);
 }

@@ -42,8 +42,9 @@ struct br_endpoint_ops {
     br_err (*revsdiff)(void *ctx, const struct br_wire_docrevs *in, size_t n, br_wire_arena *a,
                        struct br_wire_diff **out, size_t *n_out, struct br_errbuf *eb);
     /* The given revisions with their history (newest first), bodies and attachment stubs;
-     * with `data`, the content of each attachment whose digest is not in `have`. A revision
-     * this side does not hold comes back with `missing`. */
+     * with `data`, the content of each attachment whose digest is not in `have`. One entry per
+     * revision asked for, in the order asked. A revision this side does not hold comes back
+     * with `missing`. Entries come whole (rev_known may be set: wire.h). */
     br_err (*get_revs)(void *ctx, const struct br_wire_docrevs *in, size_t n,
                        const char *const *have, size_t n_have, bool data, br_wire_arena *a,
                        struct br_wire_revdoc **out, size_t *n_out, struct br_errbuf *eb);

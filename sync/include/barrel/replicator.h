@@ -13,6 +13,13 @@
  * into a clock. The replication id is a
  * BLAKE2b-128 over (source name, target name, sorted path patterns, canonical query).
  *
+ * Batches are pipelined: while the calling thread writes batch n and saves its checkpoint, a
+ * reader thread of the run reads batch n+1 (changes, revsdiff, fetch). Batches are written and
+ * checkpointed in order; each endpoint is still called by one thread at a time (the run holds a
+ * lock per endpoint around every call); attachment contents are checked against the target only
+ * once the earlier batches are written, and a continuous run waits for the source only once
+ * everything read is written.
+ *
  * br_rep_run blocks the calling thread: run it on a worker thread, never the event loop.
  * br_rep_cancel and br_rep_get_stats may be called from any thread meanwhile. */
 #ifndef BARREL_REPLICATOR_H

@@ -27,7 +27,11 @@
  *   get_revs         db, docs [{id, revs [rev]}], have [digest], data bool (false: stubs only)
  *   get_revs_reply   docs [{id, rev, ?missing true | deleted bool, body map, start uint,
  *                    ids [hash], atts [{name, type, digest, length, revpos, ?key bytes(32),
- *                    ?data bytes}]}]
+ *                    ?data bytes}]}], one per revision asked for, in the request's order.
+ *                    A revision may come as {id, known true, deleted, body, start, ids, atts}:
+ *                    no rev, and ids lists only the ancestors (gen start-1 down, may be
+ *                    empty): the asker named that revision at that position, and restores
+ *                    its hash from its request (version 2; saves a hash twice per doc)
  *   peers            peers [{node, addrs [text], hlc bytes(12), ?state uint (0..2)}],
  *                    ?mhash uint (the sender's membership hash, gossip.h)
  *   ping, pong       hlc bytes(12)
@@ -41,8 +45,20 @@
  *   local_put_reply  rev
  *   probe            node text (SWIM's indirect probe: can you reach this member?)
  *   probe_reply      alive bool
+ *   z                z bytes: a zstd frame whose content is one other message (never a z),
+ *                    with rid equal to the inner message's rid (see "Compression" below)
  * Messages up to "error" are version 1's first set; the rest were added later and only ever
  * appended (values are never renumbered).
+ *
+ * Compression (protocol version 2): br_wire_encode compresses every message whose plain
+ * encoding is at least BR_WIRE_Z_MIN bytes with zstd (level BR_WIRE_Z_LEVEL, no dictionary)
+ * and sends it as a `z` envelope when that is smaller; br_wire_decode opens envelopes
+ * transparently, so callers never see type z (decoding gives the inner message, encoding a z
+ * is BR_EINVAL). The envelope's frame must declare its content size, at most BR_WIRE_MAX_MSG,
+ * be exactly one frame with no dictionary, and decompress to exactly that size; anything else
+ * (a decompression bomb, a truncated or corrupt frame, trailing bytes) is BR_EPROTO before or
+ * instead of allocating past the declared size. Each thread keeps one compression and one
+ * decompression context, made on first use and freed when the thread exits.
  * Thread: any; nothing here keeps state. */
 #ifndef BARREL_WIRE_H
 #define BARREL_WIRE_H
@@ -57,13 +73,15 @@
 #include "barrel/rev.h"
 #include "barrel/store.h"
 
-#define BR_WIRE_VERSION 1
+#define BR_WIRE_VERSION 2                 /* 2: z envelopes */
 #define BR_WIRE_MAX_MSG (16u << 20)       /* bytes of one message, encoded or decoded */
 #define BR_WIRE_MAX_ITEMS 10000           /* elements of any one list (changes, docs, revs, ids) */
 #define BR_WIRE_MAX_TEXT 1024             /* ids, names, digests, reasons, paths, addresses */
 #define BR_WIRE_MAX_TYPE_TEXT 255         /* attachment content types */
 #define BR_WIRE_MAX_NODE 128              /* node ids */
 #define BR_WIRE_ATT_INLINE_MAX (8u << 20) /* inline attachment bytes a get_revs_reply carries */
+#define BR_WIRE_Z_MIN 512                 /* plain bytes from which a message is compressed */
+#define BR_WIRE_Z_LEVEL 1                 /* zstd level */
 /* Nesting: bodies and queries at most BR_CBOR_MAX_DEPTH (64, cbor.h); the message frame itself
  * is at most 4 levels deep. */
 
@@ -88,6 +106,7 @@ enum br_wire_type {
     BR_WIRE_LOCAL_PUT_REPLY,
     BR_WIRE_PROBE,
     BR_WIRE_PROBE_REPLY,
+    BR_WIRE_Z, /* an envelope: never the type of a decoded message, never encoded directly */
 };
 /* "hello", "changes_reply", ...; NULL for a value outside the enum. */
 const char *br_wire_type_name(enum br_wire_type t);
@@ -159,12 +178,18 @@ struct br_wire_att {
 };
 
 /* One revision of a document with its history (get_revs reply, and what a target writes with
- * new_edits=false). `missing`: the source does not hold that revision (nothing else is set). */
+ * new_edits=false). `missing`: the source does not hold that revision (nothing else is set).
+ * `rev_known` (get_revs replies only): the asker named this revision, so the encoder sends it
+ * without its hash. A source sets it with rev and history whole; decoding gives rev with only
+ * its generation (hash_len 0) and history holding the ancestors only (history[0] is the
+ * parent; n_history may be 0), which the asker completes from its request. put_revs and the
+ * store ignore the flag and need the whole form. */
 struct br_wire_revdoc {
     const char *id;
     size_t id_len;
     struct br_rev rev;
     bool missing;
+    bool rev_known;
     bool deleted;
     const uint8_t *body; /* CBOR map */
     size_t body_len;
@@ -277,18 +302,24 @@ struct br_wire_msg {
     br_wire_arena arena; /* owns the decoded contents */
 };
 
-/* Append the encoding of m to out (out's max bounds it; past BR_WIRE_MAX_MSG is BR_ETOOBIG).
- * BR_EINVAL for a message the decoder would refuse (unknown type, over a limit, a body that is
- * not a map); out is then unchanged. Bodies and queries are copied as given. */
+/* Append the encoding of m to out, compressed in a z envelope when it is at least BR_WIRE_Z_MIN
+ * bytes and that saves space (out's max bounds the result; a plain encoding past out's max or
+ * BR_WIRE_MAX_MSG is BR_ETOOBIG). BR_EINVAL for a message the decoder would refuse (unknown
+ * type or z, over a limit, a body that is not a map); out is then unchanged. Bodies and queries
+ * are copied as given. The output is deterministic: equal messages encode to equal bytes. */
 BR_NODISCARD br_err br_wire_encode(const struct br_wire_msg *m, br_buf *out, struct br_errbuf *eb);
 
-/* Decode one message of untrusted bytes. On success *out is a new message (caller frees with
- * br_wire_msg_free); on error *out is untouched and eb says why. Errors: BR_ETOOBIG (n past
- * BR_WIRE_MAX_MSG), BR_EPROTO (anything malformed, see the top of this file), BR_ENOMEM. If
+/* Decode one message of untrusted bytes, opening a z envelope (the result is the inner message).
+ * On success *out is a new message (caller frees with br_wire_msg_free); on error *out is
+ * untouched and eb says why. Errors: BR_ETOOBIG (n past BR_WIRE_MAX_MSG), BR_EPROTO (anything
+ * malformed, see the top of this file; a bad envelope too), BR_ENOMEM. If
  * the bytes carry a request id before the error, *rid_out (may be NULL) receives it, so the
  * caller can answer with an error message naming the request; otherwise it gets 0. */
 BR_NODISCARD br_err br_wire_decode(const uint8_t *p, size_t n, struct br_wire_msg **out,
                                    uint64_t *rid_out, struct br_errbuf *eb);
+/* The plain encoding of m, never compressed (for tests and tools that inspect the bytes). */
+BR_NODISCARD br_err br_wire_encode_plain(const struct br_wire_msg *m, br_buf *out,
+                                         struct br_errbuf *eb);
 void br_wire_msg_free(struct br_wire_msg *m); /* NULL is a no-op */
 
 #endif
