@@ -28,10 +28,11 @@
  *
  * Run (a RelWithDebInfo build, the machine otherwise idle):
  *   ./barrel-bench-query [--n 100000] [--subs 10000] [--reps 50] [--write-reps 3]
- *                        [--queue 16384] [--dir /tmp] [--seed 1]
+ *                        [--queue 16384] [--dir /tmp] [--seed 1] [--parts 123]
  * --queue is the queue_max of the subscriptions this corpus reaches (the others keep the
  * default, BR_SUB_QUEUE_DEFAULT); --write-reps repeats part 2 (alternating which side runs
- * first) and reports the best of each side. Exit status: 0 when every check passed (targets
+ * first) and reports the best of each side; --parts runs only the parts named (digits, e.g.
+ * --parts 13), which is handy under perf record. Exit status: 0 when every check passed (targets
  * missed included: they are printed), 1 when a check failed, 2 for bad options. */
 #include <errno.h>
 #include <inttypes.h>
@@ -109,6 +110,7 @@ struct opts {
     size_t queue;      /* queue_max of the subscriptions the corpus reaches */
     uint64_t seed;
     const char *dir;
+    bool part[4]; /* part[1..3]: which parts run */
 };
 
 static size_t parse_size(const char *flag, const char *v)
@@ -124,7 +126,7 @@ static size_t parse_size(const char *flag, const char *v)
 static void usage(void)
 {
     fputs("usage: barrel-bench-query [--n N] [--subs N] [--reps N] [--write-reps N]\n"
-          "                          [--queue N] [--dir DIR] [--seed S]\n",
+          "                          [--queue N] [--dir DIR] [--seed S] [--parts 123]\n",
           stderr);
     exit(2);
 }
@@ -137,7 +139,8 @@ static void parse_opts(int argc, char **argv, struct opts *o)
                        .write_reps = 3,
                        .queue = 0,
                        .seed = 1,
-                       .dir = "/tmp"};
+                       .dir = "/tmp",
+                       .part = {false, true, true, true}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
@@ -159,7 +162,14 @@ static void parse_opts(int argc, char **argv, struct opts *o)
             o->seed = parse_size(a, v);
         else if (strcmp(a, "--dir") == 0)
             o->dir = v;
-        else
+        else if (strcmp(a, "--parts") == 0) {
+            memset(o->part, 0, sizeof o->part);
+            for (const char *d = v; *d; d++) {
+                if (*d < '1' || *d > '3')
+                    die("--parts wants digits 1 to 3, got \"%s\"", v);
+                o->part[*d - '0'] = true;
+            }
+        } else
             usage();
     }
     if (o->n < N_SITES)
@@ -613,9 +623,12 @@ static void part_changes(const struct opts *o, const struct corpus *c, struct bs
     size_t want_f = 0;
     for (size_t i = 0; i < c->n; i++)
         want_f += c->site[i] == SITE_Q;
-    printf("\n3. changes feed filtered by path (%zu runs each; times in ms)\n", reps);
-    printf("  %-28s %8s %8s %9s %9s %9s\n", "filter", "entries", "expected", "p50", "p99", "mean");
-    struct lat l[2];
+    printf("\n3. changes feed filtered by path (%zu runs each; times in ms; cpu: the calling "
+           "thread's CPU time, p50)\n",
+           reps);
+    printf("  %-28s %8s %8s %9s %9s %9s %9s\n", "filter", "entries", "expected", "p50", "p99",
+           "mean", "cpu");
+    struct lat l[2], lc[2];
     for (int f = 0; f < 2; f++) {
         struct br_changes_opts co = {.since = BR_HLC_MIN};
         if (f) {
@@ -623,14 +636,15 @@ static void part_changes(const struct opts *o, const struct corpus *c, struct bs
             co.n_paths = 1;
         }
         size_t want = f ? want_f : c->n, first = 0;
-        uint64_t *t = xcalloc(reps, sizeof *t);
+        uint64_t *t = xcalloc(reps, sizeof *t), *tc = xcalloc(reps, sizeof *tc);
         sync();
         for (size_t r = 0; r < reps; r++) {
             size_t seen = 0;
-            uint64_t t0 = now_ns();
+            uint64_t c0 = thread_cpu_ns(), t0 = now_ns();
             if (br_db_changes(b->db, &co, count_change, &seen, NULL))
                 die("changes failed");
             t[r] = now_ns() - t0;
+            tc[r] = thread_cpu_ns() - c0;
             if (r == 0)
                 first = seen;
             if (seen != want)
@@ -638,14 +652,18 @@ static void part_changes(const struct opts *o, const struct corpus *c, struct bs
                      seen, want);
         }
         l[f] = lat_summary(t, reps);
+        lc[f] = lat_summary(tc, reps);
         free(t);
+        free(tc);
         char label[64];
         snprintf(label, sizeof label, "%s", f ? "paths = {\"site/site-7\"}" : "none");
-        printf("  %-28s %8zu %8zu %9.3f %9.3f %9.3f\n", label, first, want, l[f].p50_ms,
-               l[f].p99_ms, l[f].mean_ms);
+        printf("  %-28s %8zu %8zu %9.3f %9.3f %9.3f %9.3f\n", label, first, want, l[f].p50_ms,
+               l[f].p99_ms, l[f].mean_ms, lc[f].p50_ms);
     }
-    printf("  ratio, unfiltered p50 / filtered p50: %.2fx (entries %zu / %zu = %.0fx)\n",
-           l[0].p50_ms / l[1].p50_ms, c->n, want_f, (double)c->n / (double)want_f);
+    printf("  ratio, unfiltered p50 / filtered p50: %.2fx, in CPU time %.2fx (entries %zu / %zu = "
+           "%.0fx)\n",
+           l[0].p50_ms / l[1].p50_ms, lc[0].p50_ms / lc[1].p50_ms, c->n, want_f,
+           (double)c->n / (double)want_f);
 }
 
 /* ---- part 2: subscription fan-out ---- */
@@ -977,13 +995,16 @@ int main(int argc, char **argv)
            c.n, BATCH, load_s, (double)c.n / load_s, (double)(now_ns() - t0) / 1e9);
     fflush(stdout);
 
-    part_find(&o, &c, &b);
+    if (o.part[1])
+        part_find(&o, &c, &b);
     fflush(stdout);
     bstore_close(&b); /* idle while part 2 writes elsewhere: no compaction of it meanwhile */
-    part_subs(&o, &c);
+    if (o.part[2])
+        part_subs(&o, &c);
     fflush(stdout);
     bstore_open_dir(&b);
-    part_changes(&o, &c, &b);
+    if (o.part[3])
+        part_changes(&o, &c, &b);
     bstore_finish(&b);
 
     double load_end = loadavg1();

@@ -2,12 +2,17 @@
  * that change, read in order on one RocksDB snapshot; waiting for the next change without
  * polling (writers broadcast a condition variable); and watchers called after each commit. */
 #include <errno.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <xxhash.h>
 
 #include "barrel/alloc.h"
 #include "barrel/log.h"
 #include "barrel/query.h"
+
 #include "store_int.h"
 
 static br_err decode_change(const char *v, size_t vl, struct br_change *c)
@@ -37,28 +42,30 @@ static bool id_wanted(const struct br_changes_opts *o, const struct br_change *c
     return false;
 }
 
-/* The record of the document a change names (on the feed's snapshot). */
+/* The record of the document a change names (on the feed's snapshot), read pinned in the block
+ * cache (no copy); release *raw with rocksdb_pinnableslice_destroy after r. */
 static br_err load_rec(br_db *db, const rocksdb_readoptions_t *ro, const struct br_change *c,
-                       char **raw, struct docrec *r)
+                       rocksdb_pinnableslice_t **raw, struct docrec *r)
 {
-    br_buf k;
-    br_buf_init(&k, 0);
-    br_err e = store_key(&k, db->dbid, c->id, c->id_len);
-    char *err = NULL, *v = NULL;
-    size_t vl = 0;
-    if (!e)
-        v = rocksdb_get_cf(db->s->rdb, ro, db->s->cf[CF_DOCS], (const char *)k.data, k.len, &vl,
-                           &err);
-    br_buf_fini(&k);
-    if (e)
-        return e;
+    char kb[4 + BR_DOCID_MAX];
+    if (c->id_len > BR_DOCID_MAX)
+        return BR_ESTORE; /* ids are at most BR_DOCID_MAX bytes: a corrupt change entry */
+    memcpy(kb, db->dbid, 4);
+    memcpy(kb + 4, c->id, c->id_len);
+    char *err = NULL;
+    rocksdb_pinnableslice_t *v =
+        rocksdb_get_pinned_cf(db->s->rdb, ro, db->s->cf[CF_DOCS], kb, 4 + c->id_len, &err);
     if (err)
         return store_rdb_err(err, "changes_doc");
-    if (!v)
+    size_t vl = 0;
+    const char *p = v ? rocksdb_pinnableslice_value(v, &vl) : NULL;
+    if (!p) {
+        rocksdb_pinnableslice_destroy(v);
         return BR_ESTORE; /* a change entry without its document */
-    e = docrec_decode((const uint8_t *)v, vl, r);
+    }
+    br_err e = docrec_decode((const uint8_t *)p, vl, r);
     if (e) {
-        rocksdb_free(v);
+        rocksdb_pinnableslice_destroy(v);
         return e == BR_ENOMEM ? e : BR_ESTORE;
     }
     *raw = v;
@@ -131,8 +138,241 @@ static void cfilter_fini(struct cfilter *cf)
     br_buf_fini(&cf->topic);
 }
 
+/* ---- path filters answered from the path index ----
+ *
+ * A path filter otherwise reads and walks the document of every change. When the database's
+ * index policy covers every pattern, the feed instead collects, from the postings on its own
+ * snapshot, the ids of the documents whose live winner has a matching topic, and looks each
+ * change's id up in that set. A topic is keys/value, and a literal pattern (no wildcard) is
+ * keys/value for each '/' in it that could separate the joined keys from the value's text
+ * (keys and strings may hold '/'): for each such split the postings of keys with a string
+ * value equal to the text (texts of at most BR_PATH_STRING_CUT bytes: longer strings were cut
+ * to that before they became topics and postings alike), true, false or null for those texts,
+ * and, if the text reads as a number, the number postings of that double. String, boolean and
+ * null postings say exactly that the topic is there; number postings only that it may be (an
+ * int and a float, or two large ints, share a double, but not a topic text), so their
+ * documents are still checked. Deletions have no postings and are always checked against the
+ * body they deleted (CHG-26), as are the first FAST_AFTER changes (a short feed, e.g. a live
+ * stream's next few changes, is cheaper checked than a set built). */
+#define FAST_AFTER 64
+#define FAST_MAX_IDS (1u << 20) /* more candidates than this: check each change instead */
+
+struct fastset {
+    br_buf arena;    /* the ids, back to back */
+    size_t *off;     /* entry i: arena[off[i], off[i + 1]) */
+    uint64_t *hash;  /* XXH3 of each id */
+    uint32_t *slots; /* open addressing: entry + 1, 0 empty */
+    size_t n, cap, mask;
+    bool on;    /* built: the index covers every pattern */
+    bool check; /* some candidates came from number postings: check candidates' documents */
+};
+
+static void fastset_fini(struct fastset *fs)
+{
+    br_buf_fini(&fs->arena);
+    br_free(fs->off);
+    br_free(fs->hash);
+    br_free(fs->slots);
+    memset(fs, 0, sizeof *fs);
+}
+
+static bool fastset_has(const struct fastset *fs, const char *id, size_t len, uint64_t h)
+{
+    if (!fs->n)
+        return false;
+    for (size_t i = (size_t)h & fs->mask;; i = (i + 1) & fs->mask) {
+        uint32_t sl = fs->slots[i];
+        if (!sl)
+            return false;
+        size_t k = sl - 1;
+        if (fs->hash[k] == h && fs->off[k + 1] - fs->off[k] == len &&
+            memcmp(fs->arena.data + fs->off[k], id, len) == 0)
+            return true;
+    }
+}
+
+static br_err fastset_add(struct fastset *fs, const char *id, size_t len)
+{
+    uint64_t h = XXH3_64bits(id, len);
+    if (fastset_has(fs, id, len, h))
+        return BR_OK;
+    if (fs->n >= FAST_MAX_IDS)
+        return BR_ETOOBIG;
+    if ((fs->n + 1) * 2 > fs->mask + 1 || !fs->slots) { /* grow the index */
+        size_t ncap = fs->slots ? (fs->mask + 1) * 2 : 1024;
+        uint32_t *ns = br_calloc(ncap, sizeof *ns);
+        if (!ns)
+            return BR_ENOMEM;
+        for (size_t k = 0; k < fs->n; k++) {
+            size_t j = (size_t)fs->hash[k] & (ncap - 1);
+            while (ns[j])
+                j = (j + 1) & (ncap - 1);
+            ns[j] = (uint32_t)k + 1;
+        }
+        br_free(fs->slots);
+        fs->slots = ns;
+        fs->mask = ncap - 1;
+    }
+    if (fs->n + 1 >= fs->cap) {
+        size_t nc = fs->cap ? fs->cap * 2 : 1024;
+        size_t *no = br_realloc(fs->off, (nc + 1) * sizeof *no);
+        if (!no)
+            return BR_ENOMEM;
+        fs->off = no;
+        uint64_t *nh = br_realloc(fs->hash, nc * sizeof *nh);
+        if (!nh)
+            return BR_ENOMEM;
+        fs->hash = nh;
+        fs->cap = nc;
+    }
+    if (fs->n == 0)
+        fs->off[0] = fs->arena.len;
+    br_err e = br_buf_append(&fs->arena, id, len);
+    if (e)
+        return e;
+    fs->hash[fs->n] = h;
+    fs->off[fs->n + 1] = fs->arena.len;
+    size_t j = (size_t)h & fs->mask;
+    while (fs->slots[j])
+        j = (j + 1) & fs->mask;
+    fs->slots[j] = (uint32_t)fs->n + 1;
+    fs->n++;
+    return BR_OK;
+}
+
+/* Add the document id of every posting that starts with lo (a path prefix of plen bytes, then
+ * a value). */
+static br_err fast_scan(br_db *db, const rocksdb_snapshot_t *snap, const br_buf *lo, size_t plen,
+                        struct fastset *fs)
+{
+    br_buf hi;
+    br_buf_init(&hi, 0);
+    br_err e = store_prefix_end(lo->data, lo->len, &hi);
+    if (e)
+        return e;
+    br_store *s = db->s;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_snapshot(ro, snap);
+    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi.data, hi.len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->rdb, ro, s->cf[CF_INDEX]);
+    for (rocksdb_iter_seek(it, (const char *)lo->data, lo->len); !e && rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t kl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *id;
+        size_t idl;
+        if (!index_posting_docid(k, kl, plen, &id, &idl))
+            e = BR_ESTORE;
+        else
+            e = fastset_add(fs, id, idl);
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    br_buf_fini(&hi);
+    if (err && !e)
+        e = store_rdb_err(err, "changes_postings");
+    else
+        rocksdb_free(err);
+    return e;
+}
+
+/* The candidates of one split of a literal pattern: keys, and the text of the value. */
+static br_err fast_split(br_db *db, const rocksdb_snapshot_t *snap, const char *keys, size_t klen,
+                         const char *val, size_t vlen, struct fastset *fs)
+{
+    br_buf k;
+    br_buf_init(&k, 0);
+    br_err e = index_path_prefix(&k, db->dbid, keys, klen);
+    size_t plen = k.len;
+    if (!e && vlen <= BR_PATH_STRING_CUT) {
+        uint8_t tag = IDX_STR;
+        e = br_buf_append(&k, &tag, 1);
+        if (!e)
+            e = index_put_string(&k, val, vlen, true);
+        if (!e)
+            e = fast_scan(db, snap, &k, plen, fs);
+    }
+    static const struct {
+        const char *text;
+        enum br_pv_type t;
+    } words[] = {{"null", BR_PV_NULL}, {"false", BR_PV_FALSE}, {"true", BR_PV_TRUE}};
+    for (size_t w = 0; !e && w < sizeof words / sizeof words[0]; w++) {
+        if (vlen != strlen(words[w].text) || memcmp(val, words[w].text, vlen) != 0)
+            continue;
+        k.len = plen;
+        e = index_put_value(&k, words[w].t, 0, 0, NULL, 0);
+        if (!e)
+            e = fast_scan(db, snap, &k, plen, fs);
+    }
+    /* A number's topic text reads back as its double (paths.h), so every number with this text
+     * has a posting for strtod(text); not every such posting has this text. */
+    char num[64];
+    if (!e && vlen > 0 && vlen < sizeof num && strchr("-0123456789", val[0])) {
+        memcpy(num, val, vlen);
+        num[vlen] = 0;
+        char *end;
+        double d = strtod(num, &end);
+        if (end == num + vlen && isfinite(d)) {
+            k.len = plen;
+            e = index_put_number(&k, d);
+            if (!e)
+                e = fast_scan(db, snap, &k, plen, fs);
+            fs->check = true;
+        }
+    }
+    br_buf_fini(&k);
+    return e;
+}
+
+/* Build the candidate set of o->paths on snap (fs->on), unless a pattern has a wildcard or a
+ * split whose keys the index policy leaves out, or the candidates are too many: then fs->on
+ * stays false and the caller checks every change. The policy is read under ipol_rw and must
+ * still be the one snap was taken with (gen). */
+static br_err fast_build(br_db *db, const rocksdb_snapshot_t *snap, uint64_t gen,
+                         const struct br_changes_opts *o, struct fastset *fs)
+{
+    memset(fs, 0, sizeof *fs);
+    br_buf_init(&fs->arena, 0);
+    br_err e = BR_OK;
+    bool usable = true;
+    pthread_rwlock_rdlock(&db->ipol_rw);
+    if (db->ipol_gen != gen)
+        usable = false;
+    for (size_t i = 0; usable && i < o->n_paths; i++) {
+        const char *p = o->paths[i];
+        size_t n = strlen(p);
+        for (size_t j = 0; usable && j < n; j++) {
+            bool wild = (p[j] == '+' || p[j] == '#') && (j == 0 || p[j - 1] == '/') &&
+                        (j + 1 == n || p[j + 1] == '/');
+            if (wild || (p[j] == '/' && !index_wants(db, p, j)))
+                usable = false;
+        }
+    }
+    for (size_t i = 0; usable && !e && i < o->n_paths; i++) {
+        const char *p = o->paths[i];
+        size_t n = strlen(p);
+        for (size_t j = 0; !e && j < n; j++)
+            if (p[j] == '/')
+                e = fast_split(db, snap, p, j, p + j + 1, n - j - 1, fs);
+    }
+    pthread_rwlock_unlock(&db->ipol_rw);
+    if (e == BR_ETOOBIG) { /* too many candidates */
+        usable = false;
+        e = BR_OK;
+    }
+    if (e || !usable) {
+        fastset_fini(fs);
+        return e;
+    }
+    fs->on = true;
+    atomic_fetch_add(&db->chg_fast, 1);
+    return BR_OK;
+}
+
 /* Does the document pass the path and query filters? */
-static br_err cfilter_match(struct cfilter *cf, const struct docrec *r, bool *ok)
+static br_err cfilter_match(struct cfilter *cf, const struct docrec *r, bool paths_known, bool *ok)
 {
     size_t bl;
     bool deleted;
@@ -140,7 +380,7 @@ static br_err cfilter_match(struct cfilter *cf, const struct docrec *r, bool *ok
     *ok = false;
     if (!body)
         return BR_OK;
-    if (cf->trie) {
+    if (cf->trie && !paths_known) {
         cf->hit = false;
         cf->err = BR_OK;
         br_err e = br_paths_foreach(body, bl, topic_cb, cf);
@@ -176,7 +416,11 @@ br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br_changes_cb c
     memcpy(lower, db->dbid, 4);
 
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    /* The snapshot and the index policy its postings follow (fast_build checks it). */
+    pthread_rwlock_rdlock(&db->ipol_rw);
     const rocksdb_snapshot_t *snap = rocksdb_create_snapshot(s->rdb);
+    uint64_t ipol_gen = db->ipol_gen;
+    pthread_rwlock_unlock(&db->ipol_rw);
     rocksdb_readoptions_set_snapshot(ro, snap);
     rocksdb_readoptions_set_iterate_lower_bound(ro, (const char *)lower, 4);
     rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, 4);
@@ -185,6 +429,11 @@ br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br_changes_cb c
     struct cfilter cf;
     br_err e = cfilter_init(&cf, o);
     bool filtering = o->n_paths || o->query;
+    struct fastset fs;
+    memset(&fs, 0, sizeof fs);
+    br_buf_init(&fs.arena, 0);
+    size_t path_checks = 0; /* changes whose paths were checked on their document */
+    bool fast_tried = false;
     if (o->descending) {
         rocksdb_iter_seek_to_last(it);
     } else {
@@ -199,7 +448,8 @@ br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br_changes_cb c
     }
     struct br_hlc last = o->since;
     size_t sent = 0;
-    for (; !e && rocksdb_iter_valid(it); o->descending ? rocksdb_iter_prev(it) : rocksdb_iter_next(it)) {
+    for (; !e && rocksdb_iter_valid(it);
+         o->descending ? rocksdb_iter_prev(it) : rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
         const char *v = rocksdb_iter_value(it, &vl);
@@ -222,25 +472,38 @@ br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br_changes_cb c
             last = c.seq;
         if (!id_wanted(o, &c))
             continue;
+        if (o->n_paths && !fast_tried && path_checks >= FAST_AFTER) {
+            fast_tried = true;
+            e = fast_build(db, snap, ipol_gen, o, &fs);
+            if (e)
+                break;
+        }
+        bool paths_known = false; /* the index says the path filter passes */
+        if (fs.on && !c.deleted) {
+            if (!fastset_has(&fs, c.id, c.id_len, XXH3_64bits(c.id, c.id_len)))
+                continue; /* no topic of the live winner matches */
+            paths_known = !fs.check;
+        }
         struct br_rev *leaves = NULL;
         size_t nl = 0;
         c.leaves = &c.rev;
         c.n_leaves = 1;
-        if (o->all_docs || filtering) {
-            char *raw = NULL;
+        if (o->all_docs || o->query || (o->n_paths && !paths_known)) {
+            rocksdb_pinnableslice_t *raw = NULL;
             struct docrec r;
             docrec_init(&r);
             bool ok = true;
             e = load_rec(db, ro, &c, &raw, &r);
             if (!e && filtering)
-                e = cfilter_match(&cf, &r, &ok);
+                e = cfilter_match(&cf, &r, paths_known, &ok);
+            path_checks += o->n_paths && !paths_known;
             if (!e && ok && o->all_docs) {
                 e = leaves_of(&r, &leaves, &nl);
                 c.leaves = leaves;
                 c.n_leaves = nl;
             }
             docrec_fini(&r);
-            rocksdb_free(raw);
+            rocksdb_pinnableslice_destroy(raw);
             if (e)
                 break;
             if (!ok)
@@ -262,6 +525,7 @@ br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br_changes_cb c
     rocksdb_readoptions_destroy(ro);
     rocksdb_release_snapshot(s->rdb, snap);
     cfilter_fini(&cf);
+    fastset_fini(&fs);
     if (!e && last_seq)
         *last_seq = last;
     return e;
@@ -329,8 +593,7 @@ struct br_changes_stream {
     struct br_hlc pos;
 };
 
-br_err br_changes_stream_open(br_db *db, const struct br_changes_opts *o,
-                              br_changes_stream **out)
+br_err br_changes_stream_open(br_db *db, const struct br_changes_opts *o, br_changes_stream **out)
 {
     br_changes_stream *cs = br_calloc(1, sizeof *cs);
     if (!cs)

@@ -142,6 +142,10 @@ struct plan {
     enum plan_kind kind;
     const struct br_qnode *drv[MAX_DRIVERS];
     size_t n_drv;
+    /* The drivers whose postings prove them for every candidate (proves_exactly): candidates
+     * are checked against the rest of the query only. */
+    const struct br_qnode *proven[MAX_DRIVERS];
+    size_t n_proven;
 };
 
 static bool is_scalar_type(enum br_pv_type t)
@@ -156,6 +160,47 @@ static bool is_range(const struct br_qnode *n)
     bool ordered_type =
         n->val.type == BR_PV_INT || n->val.type == BR_PV_FLOAT || n->val.type == BR_PV_STRING;
     return n->path && ((cmp && ordered_type) || (n->op == BR_Q_PREFIX && n->val.s));
+}
+
+/* Does a posting for v (path prefix | tag | value) mean that the document holds a value equal
+ * to v, as the query compares? Strings short enough that no document string is cut to them
+ * (paths.h cuts at BR_PATH_STRING_CUT bytes, backing up to a character boundary: at most 3),
+ * booleans, null, and numbers whose double is exact and below 2^53 in magnitude (a document
+ * number with the same double is then that number: larger integers share doubles). */
+static bool posting_is_exact(const struct br_qval *v)
+{
+    switch (v->type) {
+    case BR_PV_NULL:
+    case BR_PV_FALSE:
+    case BR_PV_TRUE:
+        return true;
+    case BR_PV_INT:
+        return v->i > -(INT64_C(1) << 53) && v->i < (INT64_C(1) << 53);
+    case BR_PV_FLOAT:
+        return v->f > -9007199254740992.0 && v->f < 9007199254740992.0;
+    case BR_PV_STRING:
+        return v->s_len + 4 <= BR_PATH_STRING_CUT;
+    }
+    return false;
+}
+
+/* Does every posting a driving condition reads prove the condition for its document? Only for
+ * one-segment paths: a posting's path is the document's keys joined with '/', and a key may
+ * itself hold '/' ({"a/b": 1} and {"a": {"b": 1}} share postings), while a top-level key has
+ * exactly one spelling. A one-segment query path reaches the value of that top-level key,
+ * flattening arrays, as the paths of postings do. */
+static bool proves_exactly(const struct br_qnode *c)
+{
+    if (!c->path || memchr(c->path, '/', c->path_len))
+        return false;
+    if (c->op == BR_Q_EQ)
+        return posting_is_exact(&c->val);
+    if (c->op != BR_Q_IN)
+        return false;
+    for (size_t i = 0; i < c->n_vals; i++)
+        if (!posting_is_exact(&c->vals[i]))
+            return false;
+    return true;
 }
 
 static void plan_make(const struct br_db *db, const br_query *q, struct plan *p)
@@ -188,6 +233,9 @@ static void plan_make(const struct br_db *db, const br_query *q, struct plan *p)
     }
     if (p->n_drv) {
         p->kind = p->n_drv > 1 ? PLAN_MULTI : PLAN_SEEK;
+        for (size_t i = 0; i < p->n_drv; i++)
+            if (proves_exactly(p->drv[i]))
+                p->proven[p->n_proven++] = p->drv[i];
     } else if (scan || exists) {
         p->kind = PLAN_SCAN;
         p->drv[p->n_drv++] = scan ? scan : exists;
@@ -294,6 +342,7 @@ static void idlist_intersect(struct idlist *a, const struct idlist *b)
 struct fctx {
     struct br_db *db;
     const br_query *q;
+    const struct plan *plan;
     const rocksdb_snapshot_t *snap;
     struct br_find_result *res;
     br_find_cb cb;
@@ -310,35 +359,6 @@ struct fctx {
     size_t n_rows, cap_rows;
     br_err err;
 };
-
-/* The document id inside a posting key whose path prefix is plen bytes long. */
-static bool posting_docid(const char *k, size_t kl, size_t plen, const char **id, size_t *len)
-{
-    if (kl <= plen)
-        return false;
-    size_t p = plen;
-    uint8_t tag = (uint8_t)k[p++];
-    if (tag == IDX_NUM) {
-        p += 8;
-    } else if (tag == IDX_STR) {
-        for (;;) {
-            if (p + 1 >= kl)
-                return false;
-            if (k[p] == 0 && (uint8_t)k[p + 1] == 0x01) {
-                p += 2;
-                break;
-            }
-            p += k[p] == 0 ? 2 : 1;
-        }
-    } else if (tag != IDX_NULL && tag != IDX_FALSE && tag != IDX_TRUE) {
-        return false;
-    }
-    if (p >= kl)
-        return false;
-    *id = k + p;
-    *len = kl - p;
-    return true;
-}
 
 /* Every posting in [lo, hi) whose path prefix is plen bytes: add its document id. */
 static br_err scan_postings(struct fctx *f, const br_buf *lo, const br_buf *hi, size_t plen,
@@ -357,7 +377,7 @@ static br_err scan_postings(struct fctx *f, const br_buf *lo, const br_buf *hi, 
         const char *id;
         size_t idl;
         f->res->postings++;
-        if (!posting_docid(k, kl, plen, &id, &idl)) {
+        if (!index_posting_docid(k, kl, plen, &id, &idl)) {
             e = BR_ESTORE;
             break;
         }
@@ -660,7 +680,8 @@ static void consider(struct fctx *f, const char *id, size_t id_len, const char *
     size_t bl;
     bool deleted;
     const uint8_t *body = docrec_filter_body(&r, &bl, &deleted);
-    if (body && !deleted && br_query_match(f->q, body, bl)) {
+    if (body && !deleted &&
+        query_match_stored(f->q, f->plan->proven, f->plan->n_proven, body, bl)) {
         struct br_find_row row = {id, id_len, r.tree.nodes[br_revtree_winner(&r.tree)].rev, body,
                                   bl};
         accept(f, &row);
@@ -743,6 +764,14 @@ static br_err run_ids(struct fctx *f, const struct idlist *ids)
         memset(errs, 0, n * sizeof *errs);
         rocksdb_batched_multi_get_cf(s->rdb, ro, s->cf[CF_DOCS], n, kp, kl, vals, errs, true);
         for (size_t i = 0; i < n; i++) {
+            /* Candidates sit in blocks all over the table: start loading the record checked
+             * four steps ahead, so that its cache misses overlap this one's work. */
+            if (i + 4 < n && vals[i + 4]) {
+                size_t pl;
+                const char *pv = rocksdb_pinnableslice_value(vals[i + 4], &pl);
+                for (size_t o = 0; pv && o < pl && o < 256; o += 64)
+                    __builtin_prefetch(pv + o);
+            }
             if (errs[i] && !e)
                 e = store_rdb_err(errs[i], "find_get");
             else
@@ -927,7 +956,8 @@ br_err br_db_find(br_db *db, const br_query *q, br_find_cb cb, void *arg,
         cursor_unref(db, cur);
         return e;
     }
-    struct fctx f = {.db = db, .q = q, .snap = cur->snap, .res = res, .cb = cb, .arg = arg};
+    struct fctx f = {
+        .db = db, .q = q, .plan = &p, .snap = cur->snap, .res = res, .cb = cb, .arg = arg};
     if (resuming && !tok.by_row)
         f.after = tok.id;
     else if (!resuming)

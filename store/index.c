@@ -77,6 +77,35 @@ br_err index_put_value(br_buf *k, enum br_pv_type t, int64_t i, double f, const 
     return e ? e : index_put_string(k, s, n < BR_PATH_STRING_CUT ? n : BR_PATH_STRING_CUT, true);
 }
 
+/* The document id inside a posting key whose path prefix is plen bytes long. */
+bool index_posting_docid(const char *k, size_t kl, size_t plen, const char **id, size_t *len)
+{
+    if (kl <= plen)
+        return false;
+    size_t p = plen;
+    uint8_t tag = (uint8_t)k[p++];
+    if (tag == IDX_NUM) {
+        p += 8;
+    } else if (tag == IDX_STR) {
+        for (;;) {
+            if (p + 1 >= kl)
+                return false;
+            if (k[p] == 0 && (uint8_t)k[p + 1] == 0x01) {
+                p += 2;
+                break;
+            }
+            p += k[p] == 0 ? 2 : 1;
+        }
+    } else if (tag != IDX_NULL && tag != IDX_FALSE && tag != IDX_TRUE) {
+        return false;
+    }
+    if (p >= kl)
+        return false;
+    *id = k + p;
+    *len = kl - p;
+    return true;
+}
+
 void index_batch_init(struct index_batch *ib)
 {
     memset(ib, 0, sizeof *ib);

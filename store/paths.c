@@ -421,9 +421,79 @@ static bool reads_back(const char *s, double f)
     return strtod(s, NULL) == f;
 }
 
+/* Decimal text of v into out (at least 21 bytes); returns its length. */
+static size_t format_int(int64_t v, char *out)
+{
+    char tmp[24];
+    size_t k = 0;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[k++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t n = 0;
+    if (v < 0)
+        out[n++] = '-';
+    while (k)
+        out[n++] = tmp[--k];
+    out[n] = '\0';
+    return n;
+}
+
+static const double POW10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                               1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+
+/* What format_float's "%.15g" branch prints, without printf and strtod, for the floats most
+ * documents hold: 1e-4 <= |f| < 1e15 (or 0) with at most 15 significant digits, the range in
+ * which %g prints fixed-point. If m / 10^k, with m an integer below 10^15, rounds to f, then
+ * that decimal is what %.15g prints (any decimal of at most DBL_DIG = 15 significant digits
+ * comes back from the nearest double unchanged) and it reads back as f, so format_float would
+ * keep it. Returns 0 when f is not of that kind (the caller then takes the printf path). */
+static size_t format_float_fast(double f, char *out)
+{
+    double a = fabs(f);
+    if (!(a == 0 || (a >= 1e-4 && a < 1e15)))
+        return 0;
+    for (unsigned k = 0; k < sizeof POW10 / sizeof POW10[0]; k++) {
+        double m = nearbyint(a * POW10[k]);
+        if (m >= 1e15)
+            return 0; /* more than 15 significant digits */
+        if (m / POW10[k] != a)
+            continue;
+        uint64_t um = (uint64_t)m, ip = um, fp = 0;
+        for (unsigned j = 0; j < k; j++)
+            ip /= 10;
+        fp = um - ip * (uint64_t)POW10[k];
+        size_t n = 0;
+        if (signbit(f))
+            out[n++] = '-';
+        n += format_int((int64_t)ip, out + n);
+        if (k && fp) {
+            char d[16];
+            for (unsigned j = k; j-- > 0; fp /= 10)
+                d[j] = (char)('0' + fp % 10);
+            unsigned last = k;
+            while (last > 0 && d[last - 1] == '0')
+                last--;
+            out[n++] = '.';
+            memcpy(out + n, d, last);
+            n += last;
+        } else {
+            out[n++] = '.'; /* an integral float: ".0", as format_float adds */
+            out[n++] = '0';
+        }
+        out[n] = '\0';
+        return n;
+    }
+    return 0;
+}
+
 /* The shortest round-trip text of f into out (cap >= 32); returns its length. */
 static size_t format_float(double f, char *out, size_t cap)
 {
+    size_t fast = format_float_fast(f, out);
+    if (fast)
+        return fast;
     int n = snprintf(out, cap, "%.15g", f);
     if (!reads_back(out, f)) {
         n = snprintf(out, cap, "%.16g", f);
@@ -459,13 +529,9 @@ br_err br_path_topic(const struct br_path_value *pv, br_buf *out)
         v = "true";
         vlen = 4;
         break;
-    case BR_PV_INT: {
-        int n = snprintf(num, sizeof num, "%" PRId64, pv->i);
-        if (n < 0)
-            return BR_EINVAL;
-        vlen = (size_t)n;
+    case BR_PV_INT:
+        vlen = format_int(pv->i, num);
         break;
-    }
     case BR_PV_FLOAT:
         vlen = format_float(pv->f, num, sizeof num);
         break;

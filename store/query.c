@@ -49,6 +49,8 @@
 #include "barrel/buf.h"
 #include "barrel/cbor.h"
 
+#include "store_int.h"
+
 #define RE_MATCH_LIMIT 100000
 #define RE_DEPTH_LIMIT 1000
 #define RE_HEAP_LIMIT_KIB 4096
@@ -1646,6 +1648,35 @@ bool br_qnode_match(const struct br_qnode *n, const uint8_t *body, size_t len)
 bool br_query_match(const br_query *q, const uint8_t *body, size_t len)
 {
     return q && br_qnode_match(&q->root, body, len);
+}
+
+static bool is_proven(const struct br_qnode *n, const struct br_qnode *const *proven, size_t k)
+{
+    for (size_t i = 0; i < k; i++)
+        if (proven[i] == n)
+            return true;
+    return false;
+}
+
+bool query_match_stored(const br_query *q, const struct br_qnode *const *proven, size_t n_proven,
+                        const uint8_t *body, size_t len)
+{
+    const struct br_qnode *root = &q->root;
+    if (is_proven(root, proven, n_proven))
+        return true;
+    if (!body)
+        return false;
+    struct ectx cx = {.md = NULL};
+    int m = 1;
+    if (root->op == BR_Q_AND) {
+        for (size_t i = 0; i < root->n_kids && m == 1; i++)
+            if (!is_proven(&root->kids[i], proven, n_proven))
+                m = eval(&root->kids[i], body, len, true, 0, &cx);
+    } else {
+        m = eval(root, body, len, true, 0, &cx);
+    }
+    pcre2_match_data_free(cx.md);
+    return m == 1;
 }
 
 /* ---- patterns (SUB-25) ---- */

@@ -32,6 +32,7 @@
 
 #include "barrel/buf.h"
 #include "barrel/paths.h"
+#include "barrel/query.h"
 #include "barrel/revtree.h"
 #include "barrel/store.h"
 
@@ -75,8 +76,9 @@ struct br_db {
     char **ipol;   /* else these key patterns (none: the default) */
     size_t n_ipol;
     br_pattern_trie *ipol_trie;
-    uint64_t ipol_gen; /* bumped by every change: continuation tokens check it */
-    struct subs *subs; /* subscriptions (subs.c), created under cur_mu */
+    uint64_t ipol_gen;             /* bumped by every change: continuation tokens check it */
+    atomic_uint_fast64_t chg_fast; /* changes feeds that used the path index (changes.c; tests) */
+    struct subs *subs;             /* subscriptions (subs.c), created under cur_mu */
     atomic_uint_fast64_t n_subs;
     pthread_mutex_t cur_mu; /* find cursors (find.c) */
     struct find_cursor *cursors[64];
@@ -253,6 +255,16 @@ void subs_publish(struct br_db *db, const struct subs_change *c, size_t n);
 /* Stop the delivery thread and free the registry (at the last br_db_close). */
 void subs_release(struct br_db *db);
 
+/* ---- queries on stored bodies (query.c) ---- */
+
+/* br_query_match for the body of a stored record, whose CBOR the write path validated (and
+ * RocksDB checksums): it skips br_qnode_match's whole-body well-formedness pass (the walks stay
+ * bounded on any bytes) and the conditions in proven[0..n_proven), which must be q's root or
+ * children of its top-level AND that the caller has already established for this document
+ * (find.c: conditions its index postings prove). Thread: any. */
+bool query_match_stored(const br_query *q, const struct br_qnode *const *proven, size_t n_proven,
+                        const uint8_t *body, size_t len);
+
 /* Release the snapshots find cursors hold (at the last br_db_close). */
 void find_cursors_release(struct br_db *db);
 
@@ -292,6 +304,9 @@ void index_batch_fini(struct index_batch *ib);
 br_err index_update(struct br_db *db, struct index_batch *ib, const char *id, size_t id_len,
                     const uint8_t *old_body, size_t old_len, const uint8_t *new_body,
                     size_t new_len);
+/* The document id inside a posting key whose path prefix is plen bytes long (borrowed from
+ * k); false for a malformed key. */
+bool index_posting_docid(const char *k, size_t kl, size_t plen, const char **id, size_t *len);
 /* Append the queued mutations to wb in key order. */
 void index_batch_flush(struct br_db *db, rocksdb_writebatch_t *wb, struct index_batch *ib);
 /* Does the policy index this path (joined keys)? */

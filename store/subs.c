@@ -1,13 +1,18 @@
 /* subs.c — live subscriptions (subs.h).
  *
- * Per database: a registry (mutex sb->mu) holding every subscription and one pattern trie whose
- * values are subscriptions; a delivery thread started with the first subscription. Writers call
+ * Per database: a registry holding every subscription and one pattern trie whose values are
+ * subscriptions; a delivery thread started with the first subscription. Writers call
  * subs_publish under db->wmu right after a commit: for each changed document they compute its
- * topics once, walk the trie per topic, mark each subscription hit (a per-publish stamp
- * dedupes), check query subscriptions against the body, and append an event to each hit
- * subscription's bounded ring. The delivery thread pops events and calls callbacks without
- * holding the mutex; `busy` marks the subscription whose callback runs, and br_sub_close waits
- * on it (unless called from that callback, where the thread frees the subscription after). */
+ * topics once (in scratch that db->wmu guards), walk the trie per topic under sb->trie_mu, mark
+ * each subscription hit (a per-publish stamp dedupes), check query subscriptions against the
+ * body, and only then take sb->mu to append an event to each hit subscription's bounded ring.
+ * sb->mu, which the delivery thread shares, is so held for a few stores per change, not for the
+ * whole match (bench/query_bench.c part 2: a writer holding it for the match kept the delivery
+ * thread waiting, and the futex sleeps and wake-ups of both sides were a sixth of a publish).
+ * Both locks are taken by spinning briefly first (lock_briefly). Lock order: db->wmu,
+ * sb->trie_mu, sb->mu. The delivery thread pops events and calls callbacks without holding
+ * either; `busy` marks the subscription whose callback runs, and br_sub_close waits on it
+ * (unless called from that callback, where the thread frees the subscription after). */
 #include "barrel/subs.h"
 
 #include <stdatomic.h>
@@ -58,8 +63,9 @@ struct br_sub {
 };
 
 struct subs {
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* work for the thread, or a callback finished */
+    pthread_mutex_t mu;      /* rings, ready list, `all`, and the thread's state */
+    pthread_mutex_t trie_mu; /* the trie: a writer matching, or (un)subscribing */
+    pthread_cond_t cv;       /* work for the thread, or a callback finished */
     br_pattern_trie *trie;
     br_sub **all;
     size_t n, cap;
@@ -67,7 +73,7 @@ struct subs {
     pthread_t thread;
     bool running, stop;
     bool waiting; /* the delivery thread sleeps on cv: a writer must signal */
-    /* publish scratch, reused under mu */
+    /* publish scratch, reused by writers (under db->wmu) */
     br_buf tbuf;
     size_t *toff;
     char **tv;
@@ -76,6 +82,19 @@ struct subs {
     size_t hits_cap;
     uint64_t stamp;
 };
+
+/* sb->mu and sb->trie_mu are held for short spells by threads on other cores (one writer, the
+ * delivery thread, rarely a subscriber): try a few times before sleeping in the kernel, so that
+ * meeting the other side in its spell costs neither a futex sleep nor a wake-up. */
+#define LOCK_SPINS 64
+
+static void lock_briefly(pthread_mutex_t *mu)
+{
+    for (int i = 0; i < LOCK_SPINS; i++)
+        if (pthread_mutex_trylock(mu) == 0)
+            return;
+    pthread_mutex_lock(mu);
+}
 
 static void ev_free(struct sub_ev *e)
 {
@@ -237,7 +256,7 @@ static void *deliver_loop(void *arg)
         }
         for (size_t i = 0; i < n; i++)
             ev_free(&held[i]);
-        pthread_mutex_lock(&sb->mu);
+        lock_briefly(&sb->mu);
         for (size_t k = 0; k < nt; k++) {
             br_sub *s = took[k].s;
             s->busy = false;
@@ -272,6 +291,7 @@ static br_err subs_get(struct br_db *db, struct subs **out)
         }
         br_buf_init(&sb->tbuf, 0);
         pthread_mutex_init(&sb->mu, NULL);
+        pthread_mutex_init(&sb->trie_mu, NULL);
         pthread_cond_init(&sb->cv, NULL);
         db->subs = sb;
     }
@@ -301,6 +321,7 @@ void subs_release(struct br_db *db)
     br_free(sb->hits);
     br_pattern_trie_free(sb->trie);
     pthread_mutex_destroy(&sb->mu);
+    pthread_mutex_destroy(&sb->trie_mu);
     pthread_cond_destroy(&sb->cv);
     br_free(sb);
     db->subs = NULL;
@@ -313,10 +334,9 @@ static void trie_drop(struct subs *sb, br_sub *s, size_t i)
         br_log(BR_LOG_ERROR, "store", "op=unsubscribe msg=\"pattern not in the trie\"");
 }
 
+/* Take s out of the registry (under sb->mu; its patterns are already out of the trie). */
 static void unregister(struct subs *sb, br_sub *s)
 {
-    for (size_t i = 0; i < s->n_patterns; i++)
-        trie_drop(sb, s, i);
     for (size_t i = 0; i < sb->n; i++) {
         if (sb->all[i] == s) {
             sb->all[i] = sb->all[--sb->n];
@@ -375,7 +395,8 @@ br_err br_db_subscribe(br_db *db, const struct br_sub_opts *o, br_sub_fn fn, voi
         sub_free(s);
         return e;
     }
-    pthread_mutex_lock(&sb->mu);
+    lock_briefly(&sb->trie_mu);
+    lock_briefly(&sb->mu);
     if (sb->n == sb->cap) {
         size_t nc = sb->cap ? sb->cap * 2 : 8;
         br_sub **na = br_realloc(sb->all, nc * sizeof *na);
@@ -401,12 +422,14 @@ br_err br_db_subscribe(br_db *db, const struct br_sub_opts *o, br_sub_fn fn, voi
         for (size_t i = 0; i < added; i++)
             trie_drop(sb, s, i);
         pthread_mutex_unlock(&sb->mu);
+        pthread_mutex_unlock(&sb->trie_mu);
         sub_free(s);
         return e;
     }
     sb->all[sb->n++] = s;
     atomic_fetch_add(&db->n_subs, 1);
     pthread_mutex_unlock(&sb->mu);
+    pthread_mutex_unlock(&sb->trie_mu);
     /* The subscription keeps the database open. */
     pthread_mutex_lock(&db->s->cat_mu);
     db->refs++;
@@ -421,7 +444,14 @@ void br_sub_close(br_sub *s)
         return;
     struct br_db *db = s->db;
     struct subs *sb = db->subs;
-    pthread_mutex_lock(&sb->mu);
+    /* Out of the trie first: a writer that matched s queues its event before releasing
+     * trie_mu, and none can match it after this. Waiting for a running callback below releases
+     * sb->mu while it sleeps, so writers are not held up by it. */
+    lock_briefly(&sb->trie_mu);
+    for (size_t i = 0; i < s->n_patterns; i++)
+        trie_drop(sb, s, i);
+    pthread_mutex_unlock(&sb->trie_mu);
+    lock_briefly(&sb->mu);
     unregister(sb, s);
     unready(sb, s);
     bool own_cb = s->busy && pthread_equal(pthread_self(), sb->thread);
@@ -493,8 +523,8 @@ static bool ring_room(br_sub *s)
 }
 
 /* A change's topics, NUL-separated in one buffer; the buffer and arrays belong to the registry
- * and are reused by every publish (under sb->mu), so steady-state publishing allocates only
- * the shared event block. */
+ * and are reused by every publish (writers are serialised by db->wmu), so steady-state
+ * publishing allocates only the shared event block. */
 struct topics {
     br_buf *t;
     size_t *off;
@@ -532,6 +562,23 @@ static int collect_topic(void *arg, const struct br_path_value *pv)
 static int cstr_cmp(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sort a change's topics: insertion sort for the handful a document usually has (qsort's
+ * merge sort and its indirect calls cost more than the comparisons there). */
+static void topics_sort(char **v, size_t n)
+{
+    if (n > 16) {
+        qsort(v, n, sizeof *v, cstr_cmp);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        char *x = v[i];
+        size_t j = i;
+        for (; j > 0 && strcmp(v[j - 1], x) > 0; j--)
+            v[j] = v[j - 1];
+        v[j] = x;
+    }
 }
 
 struct hits {
@@ -599,7 +646,9 @@ void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
     if (!sb || atomic_load(&db->n_subs) == 0)
         return;
     bool woke = false;
-    pthread_mutex_lock(&sb->mu);
+    /* Held through the pushes: a subscription matched here cannot be closed and freed before
+     * its event is queued (br_sub_close takes its patterns out under trie_mu first). */
+    lock_briefly(&sb->trie_mu);
     struct hits h = {.sb = sb, .v = sb->hits, .cap = sb->hits_cap};
     for (size_t i = 0; i < n; i++) {
         const struct subs_change *c = &chg[i];
@@ -618,28 +667,28 @@ void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
         }
         for (size_t t = 0; t < tp.n; t++) /* the buffer no longer moves */
             tp.v[t] = (char *)sb->tbuf.data + tp.off[t];
-        qsort(tp.v, tp.n, sizeof *tp.v, cstr_cmp);
+        topics_sort(tp.v, tp.n);
         sb->stamp++;
         h.n = 0;
         for (size_t t = 0; t < tp.n; t++)
             br_pattern_trie_match(sb->trie, tp.v[t], strlen(tp.v[t]), on_hit, &h);
-        struct ev_head *block = NULL;
-        int joined = 0;
+        /* Query subscriptions check the body; the others are hit by their patterns alone. */
+        size_t nh = 0;
         for (size_t k = 0; k < h.n; k++) {
             br_sub *s = h.v[k];
-            if (s->query && !(c->body && br_query_match(s->query, c->body, c->body_len)))
-                continue;
-            if (s->overflowing || !ring_room(s)) {
+            if (!s->query || (c->body && br_query_match(s->query, c->body, c->body_len)))
+                h.v[nh++] = s;
+        }
+        if (!nh)
+            continue;
+        struct ev_head *block = ev_make(c, &tp);
+        int joined = 0;
+        lock_briefly(&sb->mu);
+        for (size_t k = 0; k < nh; k++) {
+            br_sub *s = h.v[k];
+            if (s->overflowing || !block || !ring_room(s)) {
+                /* full, or out of memory: reported as a drop, never silent */
                 s->overflowing = true;
-                s->dropped_now++;
-                s->dropped_total++;
-                make_ready(sb, s);
-                continue;
-            }
-            if (!block)
-                block = ev_make(c, &tp);
-            if (!block) {
-                s->overflowing = true; /* out of memory: reported as a drop, not silent */
                 s->dropped_now++;
                 s->dropped_total++;
             } else {
@@ -651,14 +700,15 @@ void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
             woke = true;
         }
         /* No reader sees the rings before sb->mu is released: the count can be set at once. */
-        if (block && joined)
+        if (joined)
             atomic_store(&block->refs, joined);
-        else if (block)
+        if (woke && sb->waiting)
+            pthread_cond_broadcast(&sb->cv);
+        pthread_mutex_unlock(&sb->mu);
+        if (block && !joined)
             br_free(block); /* every hit subscription dropped it */
     }
     sb->hits = h.v;
     sb->hits_cap = h.cap;
-    if ((woke || sb->ready_head) && sb->waiting)
-        pthread_cond_broadcast(&sb->cv);
-    pthread_mutex_unlock(&sb->mu);
+    pthread_mutex_unlock(&sb->trie_mu);
 }

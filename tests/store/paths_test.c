@@ -303,6 +303,96 @@ Test(paths, sub05_topic_numbers_ints_decimal_floats_shortest_round_trip)
     }
 }
 
+/* The topic text of a number as paths.h defines it, the slow way (printf and strtod): the
+ * reference for the formatter's fast paths. */
+static void ref_number_text(const struct br_path_value *pv, char *out, size_t cap)
+{
+    if (pv->type == BR_PV_INT) {
+        snprintf(out, cap, "%lld", (long long)pv->i);
+        return;
+    }
+    snprintf(out, cap, "%.15g", pv->f);
+    if (strtod(out, NULL) != pv->f) {
+        snprintf(out, cap, "%.16g", pv->f);
+        if (strtod(out, NULL) != pv->f)
+            snprintf(out, cap, "%.17g", pv->f);
+    }
+    if (strspn(out, "-0123456789") == strlen(out))
+        strcat(out, ".0");
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void expect_number_topic(enum br_pv_type type, int64_t i, double f)
+{
+    struct br_path_value pv = {.keys = "k", .keys_len = 1, .type = type, .i = i, .f = f};
+    char want[64] = "k/";
+    ref_number_text(&pv, want + 2, sizeof want - 2);
+    char *got = topic_text(&pv);
+    cr_assert_str_eq(got, want, "%s for %.17g / %lld", got, f, (long long)i);
+    br_free(got);
+}
+
+/* Integers and the floats documents usually hold (few decimals, modest magnitude) are
+ * formatted without printf; every result must be what printf and strtod would give. */
+Test(paths, topic_numbers_agree_with_printf_reference)
+{
+    static const double edges[] = {1e-4,
+                                   1e-4 * (1 + 1e-15),
+                                   0.00009999999999999999,
+                                   1e15,
+                                   1e15 - 1,
+                                   999999999999999.9,
+                                   123456789012345.6,
+                                   0.5,
+                                   0.1 + 0.2,
+                                   1.0 / 3.0,
+                                   100.0,
+                                   2.5e-3,
+                                   9007199254740993.0,
+                                   0.30000000000000004,
+                                   4.35,
+                                   1.005,
+                                   1e-5,
+                                   12345.678};
+    for (size_t c = 0; c < sizeof edges / sizeof edges[0]; c++) {
+        expect_number_topic(BR_PV_FLOAT, 0, edges[c]);
+        expect_number_topic(BR_PV_FLOAT, 0, -edges[c]);
+    }
+    static const int64_t ints[] = {0,   1,          -1,        9,         10,
+                                   -10, 1000000007, INT64_MAX, INT64_MIN, INT64_MIN + 1};
+    for (size_t c = 0; c < sizeof ints / sizeof ints[0]; c++)
+        expect_number_topic(BR_PV_INT, ints[c], 0);
+    uint64_t s = 0x9e3779b97f4a7c15u;
+    for (int r = 0; r < 200000; r++) {
+        uint64_t x = xorshift(&s);
+        double f;
+        switch (r % 4) {
+        case 0: /* k / 10^d: what JSON numbers with a few decimals give */
+            f = (double)(int64_t)(x % 2000000001u - 1000000000) / pow(10, (double)((x >> 40) % 12));
+            break;
+        case 1: /* any bit pattern that is a finite number */
+            memcpy(&f, &x, sizeof f);
+            if (!isfinite(f))
+                f = 1.5;
+            break;
+        case 2: /* around the fast path's bounds */
+            f = ldexp((double)(x >> 11), -53) * pow(10, (double)((int)(x % 24) - 6));
+            break;
+        default:
+            expect_number_topic(BR_PV_INT, (int64_t)x >> (x % 64), 0);
+            continue;
+        }
+        expect_number_topic(BR_PV_FLOAT, 0, f);
+    }
+}
+
 Test(paths, sub05_topic_appends_and_leaves_out_unchanged_on_failure)
 {
     br_buf b;

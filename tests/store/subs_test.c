@@ -19,6 +19,7 @@
 #include "barrel/store.h"
 #include "barrel/subs.h"
 
+#include "store_int.h" /* db->chg_fast: feeds that used the path index */
 #include "testutil.h"
 
 static char *dir;
@@ -208,6 +209,178 @@ Test(filters, chg26_deletion_matches_what_it_deleted)
     struct br_db_check ck;
     cr_assert_eq(br_db_check(db, &ck), BR_OK);
     cr_assert_eq(ck.problems, 0, "%s", ck.first);
+}
+
+/* ---- path filters answered from the path index, against the document walk ---- */
+
+struct bigfeed {
+    br_buf text; /* "id,id(deleted),..." */
+    size_t n;
+};
+
+static int bigfeed_cb(void *arg, const struct br_change *c)
+{
+    struct bigfeed *f = arg;
+    char seq[64];
+    snprintf(seq, sizeof seq, "@%llu.%u%s,", (unsigned long long)c->seq.wall,
+             (unsigned)c->seq.logical, c->deleted ? "(deleted)" : "");
+    cr_assert_eq(br_buf_append(&f->text, c->id, c->id_len), BR_OK);
+    cr_assert_eq(br_buf_append(&f->text, seq, strlen(seq)), BR_OK);
+    cr_assert_eq(br_buf_append(&f->text, "[", 1), BR_OK);
+    for (size_t i = 0; i < c->n_leaves; i++) {
+        char t[BR_REV_TEXT_MAX];
+        br_rev_format(&c->leaves[i], t);
+        cr_assert_eq(br_buf_append(&f->text, t, strlen(t)), BR_OK);
+    }
+    cr_assert_eq(br_buf_append(&f->text, "]", 1), BR_OK);
+    f->n++;
+    return 0;
+}
+
+/* The feed for these options as text; *n gets the entry count. Caller br_free's it. */
+static char *bigfeed(const struct br_changes_opts *o, size_t *n)
+{
+    struct bigfeed f = {.n = 0};
+    br_buf_init(&f.text, 0);
+    cr_assert_eq(br_db_changes(db, o, bigfeed_cb, &f, NULL), BR_OK);
+    *n = f.n;
+    char *t = f.text.len ? (char *)br_buf_steal(&f.text, NULL) : br_strdup("");
+    br_buf_fini(&f.text);
+    cr_assert(t);
+    return t;
+}
+
+/* 400 documents whose topics reach the ambiguous cases of a literal pattern: string values
+ * holding '/', keys holding '/', ints and floats that share a double but not a topic text, long
+ * strings cut at 100 bytes, booleans and null, strings that read as numbers or booleans;
+ * then updates that move documents in and out of the patterns, and deletions (which the index
+ * no longer holds: they are judged by the body they deleted, CHG-26). */
+static void fast_corpus(void)
+{
+    char longs[160];
+    memset(longs, 'L', sizeof longs - 1);
+    longs[sizeof longs - 1] = 0;
+    static struct br_rev revs[400];
+    for (int i = 0; i < 400; i++) {
+        char id[16], body[512];
+        snprintf(id, sizeof id, "d%03d", i);
+        const char *v;
+        switch (i % 10) {
+        case 0:
+            v = "\"s1\"";
+            break;
+        case 1:
+            v = "1";
+            break;
+        case 2:
+            v = "1.0";
+            break;
+        case 3:
+            v = "\"1\"";
+            break;
+        case 4:
+            v = "true";
+            break;
+        case 5:
+            v = "\"true\"";
+            break;
+        case 6:
+            v = "null";
+            break;
+        case 7:
+            v = "\"b/c\"";
+            break;
+        case 8:
+            v = "[\"s1\", 2.5, {\"k\": \"s1\"}]";
+            break;
+        default:
+            v = "9007199254740993";
+            break;
+        }
+        snprintf(body, sizeof body,
+                 "{\"site\":%s,\"a/b\":\"%s\",\"a\":{\"b\":\"c\",\"n\":%d},\"long\":\"%s%d\"}", v,
+                 i % 3 ? "c" : "x", i % 4, longs, i % 2);
+        revs[i] = put(id, body, NULL);
+    }
+    for (int i = 0; i < 400; i += 7) { /* updates: every seventh now holds "s1" or loses it */
+        char id[16];
+        snprintf(id, sizeof id, "d%03d", i);
+        revs[i] = put(id, i % 2 ? "{\"site\":\"s1\"}" : "{\"site\":\"s2\",\"a\":{\"b\":\"c\"}}",
+                      &revs[i]);
+    }
+    for (int i = 3; i < 400; i += 11) { /* deletions */
+        char id[16];
+        snprintf(id, sizeof id, "d%03d", i);
+        del(id, &revs[i]);
+    }
+}
+
+static void set_index(bool all)
+{
+    struct br_errbuf eb = {{0}};
+    cr_assert_eq(br_db_set_index(db, all, NULL, 0, &eb), BR_OK, "%s", eb.msg);
+}
+
+/* Every option set, fed once with the index (all paths) and once without it: the same entries
+ * in the same order, and the index was used where it covers the patterns. */
+Test(filters, path_filter_from_index_equals_document_walk)
+{
+    fast_corpus();
+    static const char *const pats[][3] = {
+        {"site/s1"},
+        {"site/1"},    /* the int 1 and the string "1", not the float 1.0 */
+        {"site/1.0"},  /* the float only */
+        {"site/true"}, /* the boolean and the string */
+        {"site/null"},
+        {"site/b/c"},       /* the string "b/c" */
+        {"a/b/c"},          /* {"a":{"b":"c"}} and {"a/b":"c"} alike */
+        {"a/b/x", "a/n/2"}, /* two patterns */
+        {"site/k/s1"},      /* an object inside an array */
+        {"site/2.5"},
+        {"site/9007199254740993"},
+        {"site/9007199254740992"}, /* shares the double, not the text */
+        {"long/LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL"
+         "LLLLLLLLLLLLLLLLLL"}, /* the 100-byte cut of both long strings */
+        {"_hidden/s1"},         /* never a topic ("_" keys) */
+        {"nosuch/s1"},
+        {"site/+"}, /* a wildcard: not from the index */
+        {"a/#"},
+    };
+    const size_t n_pats = sizeof pats / sizeof pats[0];
+    br_query *q = compile("{\"where\":[{\"path\":\"a/n\",\"op\":\"<\",\"value\":2}]}");
+    for (size_t variant = 0; variant < 4; variant++) {
+        for (size_t i = 0; i < n_pats; i++) {
+            size_t np = pats[i][1] ? 2 : 1;
+            struct br_changes_opts o = {.paths = pats[i], .n_paths = np};
+            if (variant == 1)
+                o.all_docs = true;
+            if (variant == 2) {
+                o.query = q;
+                o.descending = true;
+            }
+            if (variant == 3)
+                o.limit = 9;
+            set_index(true);
+            uint64_t before = atomic_load(&db->chg_fast);
+            size_t n_fast, n_slow;
+            char *fast = bigfeed(&o, &n_fast);
+            bool used = atomic_load(&db->chg_fast) != before;
+            set_index(false);
+            before = atomic_load(&db->chg_fast);
+            char *slow = bigfeed(&o, &n_slow);
+            cr_assert_eq(atomic_load(&db->chg_fast), before, "no index, yet the index was used");
+            cr_assert_str_eq(fast, slow, "pattern %s (variant %zu)", pats[i][0], variant);
+            bool literal = !strchr(pats[i][0], '+') && !strchr(pats[i][0], '#');
+            if (variant == 0) {
+                cr_assert_eq(used, literal, "pattern %s: index used %d", pats[i][0], used);
+                if (i == 0)
+                    cr_assert_gt(n_slow, 20, "the corpus reaches the first pattern");
+            }
+            br_free(fast);
+            br_free(slow);
+        }
+    }
+    br_query_free(q);
 }
 
 Test(filters, chg20_local_docs_never_in_feed)
