@@ -81,6 +81,8 @@ struct br_mesh {
     bool stopping;
     atomic_uint_fast64_t gossip_sent, gossip_received, digests_sent, digests_received;
     atomic_uint_fast64_t pulls_started, pulls_woken, refused, mismatches;
+    /* arrival lag: a change's commit at the member we pulled it from -> written here */
+    atomic_uint_fast64_t lag_buckets[BR_MESH_LAG_BUCKETS], lag_count, lag_sum_ms;
 };
 
 static uint64_t now_ms(void)
@@ -163,6 +165,25 @@ br_err br_mesh_new(const struct br_mesh_opts *o, br_mesh **out, struct br_errbuf
 
 /* ---- pulls ---- */
 
+const uint64_t br_mesh_lag_bounds_ms[BR_MESH_LAG_BUCKETS] = {1,   5,   10,   25,   50,   100,
+                                                             250, 500, 1000, 2500, 5000, 10000};
+
+/* A pull wrote a batch: record how long after the member committed its newest change. */
+static void on_written(void *arg, struct br_hlc newest, size_t written)
+{
+    (void)written;
+    struct puller *pl = arg;
+    br_mesh *m = pl->m;
+    uint64_t now = wall_ms(m), lag = now > newest.wall ? now - newest.wall : 0;
+    for (size_t i = 0; i < BR_MESH_LAG_BUCKETS; i++)
+        if (lag <= br_mesh_lag_bounds_ms[i]) {
+            atomic_fetch_add(&m->lag_buckets[i], 1);
+            break;
+        }
+    atomic_fetch_add(&m->lag_count, 1);
+    atomic_fetch_add(&m->lag_sum_ms, lag);
+}
+
 static void *pull_main(void *arg)
 {
     struct puller *pl = arg;
@@ -172,7 +193,7 @@ static void *pull_main(void *arg)
     struct br_endpoint_local_opts lo = {.node = m->o.self_id, .sync = BR_SYNC_NONE};
     br_rep *r = NULL;
     const struct br_mesh_db *md = mesh_db(m, pl->db);
-    struct br_rep_opts ro = {.continuous = true};
+    struct br_rep_opts ro = {.continuous = true, .on_written = on_written, .arg = pl};
     if (md && md->n_paths) {
         ro.filter.paths = md->paths;
         ro.filter.n_paths = md->n_paths;
@@ -865,6 +886,10 @@ void br_mesh_stats(br_mesh *m, struct br_mesh_stats *out)
     out->pulls_woken = atomic_load(&m->pulls_woken);
     out->refused = atomic_load(&m->refused);
     out->mismatches = atomic_load(&m->mismatches);
+    for (size_t i = 0; i < BR_MESH_LAG_BUCKETS; i++)
+        out->lag_buckets[i] = atomic_load(&m->lag_buckets[i]);
+    out->lag_count = atomic_load(&m->lag_count);
+    out->lag_sum_ms = atomic_load(&m->lag_sum_ms);
 }
 
 void br_mesh_stop(br_mesh *m)

@@ -31,6 +31,10 @@
 #define BR_MESH_DEFAULT_FANOUT 3
 #define BR_MESH_DEFAULT_MAX_LINKS 8
 #define BR_MESH_MAX_DBS 64
+#define BR_MESH_LAG_BUCKETS 12
+/* Upper bounds (ms) of the arrival-lag histogram's buckets (the last one's bound is +Inf past
+ * them: counted in lag_count only). */
+extern const uint64_t br_mesh_lag_bounds_ms[BR_MESH_LAG_BUCKETS];
 
 typedef struct br_mesh br_mesh;
 
@@ -64,6 +68,9 @@ struct br_mesh_stats {
     uint64_t pulls_started, pulls_woken; /* pulls started for a link; woken by a digest */
     uint64_t refused;                    /* gossip entries refused */
     uint64_t mismatches;                 /* digest_mismatch reports (see mesh.c) */
+    /* Arrival lag of pulled changes: from the commit at the member they were pulled from (its
+     * HLC) to their write here, per batch (its newest change). Buckets are not cumulative. */
+    uint64_t lag_buckets[BR_MESH_LAG_BUCKETS], lag_count, lag_sum_ms;
 };
 
 BR_NODISCARD br_err br_mesh_new(const struct br_mesh_opts *o, br_mesh **out, struct br_errbuf *eb);

@@ -285,6 +285,24 @@ br_err br_metrics_render(br_metrics *m, const struct br_metrics_gauges *g, br_st
                 "# TYPE barrel_digest_mismatches_total counter\n"
                 "barrel_digest_mismatches_total %llu\n",
                 (unsigned long long)g->gossip_refused, (unsigned long long)g->digest_mismatches);
+    if (!e && g->mesh && g->n_lag <= 16) {
+        e = put(out, "# HELP barrel_mesh_arrival_lag_seconds From a change's commit at the member "
+                     "it was pulled from to its write here (per batch, its newest change).\n"
+                     "# TYPE barrel_mesh_arrival_lag_seconds histogram\n");
+        uint64_t cum = 0;
+        for (size_t i = 0; !e && i < g->n_lag; i++) {
+            cum += g->lag_buckets[i];
+            e = put(out, "barrel_mesh_arrival_lag_seconds_bucket{le=\"%g\"} %llu\n",
+                    (double)g->lag_bounds_ms[i] / 1000.0, (unsigned long long)cum);
+        }
+        if (!e)
+            e = put(out,
+                    "barrel_mesh_arrival_lag_seconds_bucket{le=\"+Inf\"} %llu\n"
+                    "barrel_mesh_arrival_lag_seconds_sum %.3f\n"
+                    "barrel_mesh_arrival_lag_seconds_count %llu\n",
+                    (unsigned long long)g->lag_count, (double)g->lag_sum_ms / 1000.0,
+                    (unsigned long long)g->lag_count);
+    }
     if (!e)
         e = render_store(store, out);
     return e;

@@ -43,6 +43,11 @@ struct br_metrics_gauges {
     uint64_t members_alive, members_suspect, members_dead;
     uint64_t gossip_sent, gossip_received, digests_sent, digests_received;
     uint64_t pulls_started, pulls_woken, gossip_refused, digest_mismatches;
+    /* arrival lag of pulled changes (mesh.h): bucket counts (not cumulative) for the upper
+     * bounds lag_bounds_ms[0..n_lag), then the total count and sum */
+    size_t n_lag;
+    const uint64_t *lag_bounds_ms;
+    uint64_t lag_buckets[16], lag_count, lag_sum_ms;
 };
 
 /* Append the Prometheus text exposition (version 0.0.4) to out: the counters, g, and per

@@ -315,6 +315,11 @@ static void gauges(void *arg, struct br_metrics_gauges *g)
         g->pulls_woken = st.pulls_woken;
         g->gossip_refused = st.refused;
         g->digest_mismatches = st.mismatches;
+        g->n_lag = BR_MESH_LAG_BUCKETS;
+        g->lag_bounds_ms = br_mesh_lag_bounds_ms;
+        memcpy(g->lag_buckets, st.lag_buckets, sizeof st.lag_buckets);
+        g->lag_count = st.lag_count;
+        g->lag_sum_ms = st.lag_sum_ms;
     }
 }
 

@@ -49,6 +49,8 @@ struct br_rep {
     bool opaque; /* the source's seqs are opaque JSON text (changes_opaque) */
     uint64_t idle_ms;
     const struct br_env *env;
+    void (*on_written)(void *arg, struct br_hlc newest, size_t written);
+    void *arg;
     /* the filter, owned */
     char **paths;
     size_t n_paths;
@@ -170,6 +172,8 @@ br_err br_rep_new(struct br_endpoint *src, struct br_endpoint *tgt, const struct
     r->stats.opaque_seq = r->opaque;
     r->idle_ms = o->idle_check_ms ? o->idle_check_ms : 30000;
     r->env = o->env ? o->env : br_env_default();
+    r->on_written = o->on_written;
+    r->arg = o->arg;
     atomic_init(&r->cancelled, false);
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->src_mu, NULL);
@@ -771,6 +775,8 @@ static br_err write_batch(br_rep *r, struct batch *b, struct br_errbuf *eb)
         }
     }
     d.batches = 1;
+    if (d.docs_written && !r->opaque && r->on_written)
+        r->on_written(r->arg, b->max_seq, (size_t)d.docs_written);
     e = cp_save(r, b->last, b->last_text, eb);
     if (e)
         goto out;

@@ -238,6 +238,21 @@ Test(mesh, peers_and_metrics_show_the_mesh)
     cr_assert(strstr(r.body, "barrel_mesh_members{state=\"alive\"} 1"), "%s", r.body);
     cr_assert(strstr(r.body, "barrel_gossip_messages_total{dir=\"received\"}"));
     resp_fini(&r);
+    /* a write on B arrives on A: the arrival lag histogram counts it */
+    ndb(&N[1], "lag");
+    char rev[128];
+    nput(&N[1], "/lag/x", "{\"v\":1}", rev, sizeof rev);
+    cr_assert(wait_doc(&N[0], "/lag/x", 200, rev, 10000));
+    for (int t = 0; t < 50; t++) {
+        cr_assert_eq(nget(&N[0], &r, "/_metrics"), 200);
+        bool counted = !strstr(r.body, "barrel_mesh_arrival_lag_seconds_count 0\n") &&
+                       strstr(r.body, "barrel_mesh_arrival_lag_seconds_count ");
+        resp_fini(&r);
+        if (counted)
+            break;
+        cr_assert_lt(t, 49, "no arrival counted");
+        usleep(50000);
+    }
     /* barrel peers asks the node */
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s/barrel --url http://127.0.0.1:%d peers", BARREL_BINARY_DIR,

@@ -49,6 +49,12 @@ struct br_rep_opts {
     uint64_t idle_check_ms;   /* continuous: re-read the source after this long without a wake-up
                                  (a safety net, not the mechanism); 0: 30000 */
     const struct br_env *env; /* randomness (session ids) and wall clock; NULL: default */
+    /* After each batch of which the target accepted revisions: the newest source seq of the
+     * batch (an HLC: the source's clock when it committed that change; never called for opaque
+     * seqs) and how many revisions were written. On the thread that runs br_rep_run. May be
+     * NULL. */
+    void (*on_written)(void *arg, struct br_hlc newest, size_t written);
+    void *arg;
 };
 
 struct br_rep_stats {
