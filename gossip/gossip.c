@@ -244,6 +244,7 @@ bool br_gossip_link_down(br_gossip *g, const char *id, uint64_t now_ms)
     if (--m->links > 0 || m->state != BR_MEMBER_ALIVE)
         return false;
     m->probing = true;
+    m->probe_sent = false;
     m->probe_deadline_ms = now_ms + g->o.probe_ms;
     return true;
 }
@@ -259,6 +260,13 @@ void br_gossip_heard(br_gossip *g, const char *id, struct br_hlc hlc, int64_t sk
         m->last_hlc = hlc;
     m->skew_ms = skew_ms;
     m->has_skew = true;
+}
+
+void br_gossip_probe_sent(br_gossip *g, const char *id)
+{
+    struct br_gossip_member *m = find(g, id);
+    if (m)
+        m->probe_sent = true;
 }
 
 void br_gossip_probe_answer(br_gossip *g, const char *id, bool alive, uint64_t now_ms)
@@ -283,6 +291,28 @@ void br_gossip_dial_failed(br_gossip *g, const char *id, uint64_t now_ms)
         d = g->o.reconnect_ms; /* the dead are tried again, slowly: a partition heals */
     m->dial_fails++;
     m->next_dial_ms = now_ms + d;
+}
+
+bool br_gossip_unreachable(br_gossip *g, const char *id, uint64_t now_ms)
+{
+    struct br_gossip_member *m = find(g, id);
+    if (!m || m->links || m->probing || m->state != BR_MEMBER_ALIVE || m->dial_fails < 3)
+        return false;
+    m->probing = true;
+    m->probe_sent = false;
+    m->probe_deadline_ms = now_ms + g->o.probe_ms;
+    return true;
+}
+
+void br_gossip_drop_addr(br_gossip *g, const char *id, const char *addr)
+{
+    struct br_gossip_member *m = find(g, id);
+    for (size_t i = 0; m && i < m->n_addrs; i++)
+        if (strcmp(m->addrs[i], addr) == 0) {
+            memmove(m->addrs[i], m->addrs[i + 1], (m->n_addrs - i - 1) * sizeof m->addrs[0]);
+            m->n_addrs--;
+            return;
+        }
 }
 
 /* Does entry (inc, s) override what m holds? */

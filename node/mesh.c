@@ -528,8 +528,18 @@ void mesh_link_gone(br_mesh *m, struct link *l, bool was_up)
     uint64_t now = now_ms();
     cancel_pullers(m, l);
     if (!ml) {
-        if (l->by_mesh && l->expect[0] && !was_up)
+        if (l->by_mesh && l->expect[0] && !was_up) {
+            if (strncmp(l->reason, "peer_id_mismatch", 16) == 0) {
+                /* that address answered with another identity: it is not this member's */
+                br_gossip_drop_addr(m->g, l->expect, l->addr);
+                br_log(BR_LOG_WARN, TAG, "event=address_dropped id=%.8s addr=%s", l->expect,
+                       l->addr);
+            }
             br_gossip_dial_failed(m->g, l->expect, now);
+            if (br_gossip_unreachable(m->g, l->expect, now))
+                br_log(BR_LOG_INFO, TAG, "event=member_probe id=%.8s reason=unreachable",
+                       l->expect);
+        }
         return;
     }
     if (ml->counted && br_gossip_link_down(m->g, ml->peer, now))
@@ -738,9 +748,8 @@ static void dial_members(br_mesh *m, uint64_t now)
             continue;
         }
         br_log(BR_LOG_INFO, TAG, "event=dial id=%.8s addr=%s", id, addr);
-        br_gossip_dial_failed(m->g, id, now); /* pushes the next try; a link resets it */
-        if (p2p_dial(m->o.p2p, host, port, id) == BR_OK)
-            busy++;
+        if (p2p_dial(m->o.p2p, host, port, id) == BR_OK) /* a failure comes back through */
+            busy++;                                      /* mesh_link_gone: backoff */
     }
 }
 
@@ -756,11 +765,11 @@ void br_mesh_on_tick(br_mesh *m)
         log_changes(m, now, "timer");
     for (size_t i = 0; i < br_gossip_count(m->g); i++) {
         const struct br_gossip_member *mm = br_gossip_at(m->g, i);
-        if (mm->probing && mm->probe_deadline_ms > now &&
-            mm->probe_deadline_ms - now + 50 >= (m->o.probe_ms ? m->o.probe_ms : 1000)) {
+        if (mm->probing && !mm->probe_sent) {
             char t[BR_GOSSIP_ID_MAX];
             snprintf(t, sizeof t, "%s", mm->id);
             send_probes(m, t, ups, n_up);
+            br_gossip_probe_sent(m->g, t);
         }
     }
     if (m->o.dial)

@@ -286,3 +286,23 @@ Test(gossip, dial_candidates_skip_linked_dead_and_backed_off_members)
     cr_assert_eq(br_gossip_dial_candidates(g, 26000, c, 8), 1);
     br_gossip_free(g);
 }
+
+Test(gossip, a_member_no_dial_reaches_is_probed_and_a_wrong_address_is_dropped)
+{
+    br_gossip *g = mk(0, 1000);
+    cr_assert_eq(br_gossip_note(g, ids[1], "10.0.0.1:1", 0), BR_OK);
+    cr_assert_eq(br_gossip_note(g, ids[1], "10.0.0.2:1", 0), BR_OK);
+    br_gossip_drop_addr(g, ids[1], "10.0.0.2:1");
+    cr_assert_eq(br_gossip_find(g, ids[1])->n_addrs, 1);
+    cr_assert_str_eq(br_gossip_find(g, ids[1])->addrs[0], "10.0.0.1:1");
+    cr_assert_not(br_gossip_unreachable(g, ids[1], 0), "one failure is not enough");
+    for (int i = 0; i < 3; i++)
+        br_gossip_dial_failed(g, ids[1], 0);
+    cr_assert(br_gossip_unreachable(g, ids[1], 100));
+    cr_assert_not(br_gossip_unreachable(g, ids[1], 100), "already probing");
+    br_gossip_tick(g, 1200);
+    cr_assert_eq(br_gossip_find(g, ids[1])->state, BR_MEMBER_SUSPECT);
+    br_gossip_tick(g, 4300);
+    cr_assert_eq(br_gossip_find(g, ids[1])->state, BR_MEMBER_DEAD);
+    br_gossip_free(g);
+}

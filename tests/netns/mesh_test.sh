@@ -3,7 +3,10 @@
 # bridge, each with its own D-Bus and Avahi daemon (netns.sh), each running `barrel serve`
 # bound to its own address with the same mesh key and no --peer.
 #   1. mDNS: h1..h3 find each other by mDNS alone and converge on a database written on h1;
-#   2. h4..h6 join the same way; all six converge;
+#      a hostile service on h3 that claims h2's node id is dialled and refused
+#      (peer_id_mismatch: the handshake proves who answers);
+#   2. h4..h6 join the same way; all six converge, with one link per pair although they all
+#      discovered, and dialled, each other at once;
 #   3. partition: h4..h6's ports move to a second bridge (the link between the halves is
 #      down, no FIN or RST: links die by heartbeat timeout); both halves write the same
 #      documents; the members of the other half become suspect, then dead;
@@ -70,11 +73,10 @@ has_doc() { # HOST PATH NEEDLE
     call "$1" GET "$2" | grep -q "$3"
 }
 
-members_alive() { # HOST N: exactly N members, all alive
+members_alive() { # HOST N: exactly N members alive with a link up
     local out
     out=$(call "$1" GET /_peers) || return 1
-    [[ $(grep -o '"state":"alive"' <<<"$out" | wc -l) == "$2" ]] &&
-        [[ $(grep -o '"state":"\(suspect\|dead\)"' <<<"$out" | wc -l) == 0 ]]
+    [[ $(grep -o '"state":"alive","addresses":[^}]*"link":"up"' <<<"$out" | wc -l) == "$2" ]]
 }
 
 dead_count() { # HOST N: at least N members dead
@@ -117,6 +119,21 @@ rev=$(call h1 PUT /notes/hello -d '{"text":"from h1"}' | sed -n 's/.*"rev":"\([^
 for h in h2 h3; do
     wait_for 15 has_doc $h /notes/hello "$rev" || fail "$h did not get h1's write"
 done
+id_of() { call "$1" GET /_node | sed -n 's/.*"node_id":"\([^"]*\)".*/\1/p'; }
+fp=$(netns_run h1 avahi-browse -rtp _barrel._tcp 2>/dev/null | sed -n 's/.*"mesh=\([0-9a-f]*\)".*/\1/p' | head -1)
+[[ -n $fp ]] || fail "cannot read the mesh fingerprint from mDNS"
+# an impostor: a service on h3 announcing the id of a node that is not there (a valid id)
+fake=$("$B" --data "$work/nobody" id 2>/dev/null)
+netns_spawn h3 "$work/fake.pid" "$work/fake.log" avahi-publish -s impostor _barrel._tcp 7070 \
+    "id=$fake" v=2 "mesh=$fp" port=7070
+wait_for 15 grep -q "reason=peer_id_mismatch" "$work/h1.log" ||
+    fail "a service claiming another id on h3's address was not refused"
+wait_for 10 grep -q "event=address_dropped id=${fake:0:8}" "$work/h1.log" ||
+    fail "the impostor's address was kept"
+kill "$(cat "$work/fake.pid")" 2>/dev/null
+call h1 GET /_peers | grep -q "\"id\":\"$fake\",\"state\":\"alive\",[^}]*\"link\":\"up\"" &&
+    fail "h1 linked to the impostor"
+members_alive h1 2 || fail "h1 lost its members: $(call h1 GET /_peers)"
 
 echo "== 2. three more join; all six converge"
 for h in h4 h5 h6; do start $h; done
@@ -125,6 +142,11 @@ for h in h1 h2 h3 h4 h5 h6; do
 done
 for h in h4 h5 h6; do
     wait_for 15 has_doc $h /notes/hello "$rev" || fail "$h did not get the database"
+done
+links_of() { call "$1" GET /_node | sed -n 's/.*"links":\([0-9]*\).*/\1/p'; }
+sleep 1
+for h in h1 h2 h3 h4 h5 h6; do
+    [[ $(links_of $h) == 5 ]] || fail "$h holds $(links_of $h) links, not one per member"
 done
 call h5 PUT /notes/from-h5 -d '{"text":"from h5"}' >/dev/null
 for h in h1 h2 h3 h4 h6; do

@@ -81,6 +81,7 @@ struct br_gossip_member {
     unsigned links; /* links up to it right now */
     /* probing */
     bool probing;
+    bool probe_sent; /* the node asked others (br_gossip_probe_sent) */
     uint64_t probe_deadline_ms;
     /* dialling */
     uint64_t next_dial_ms;
@@ -116,10 +117,18 @@ bool br_gossip_link_down(br_gossip *g, const char *id, uint64_t now_ms);
 /* A message on a link from id: hlc is what it carried (ping, hello). */
 void br_gossip_heard(br_gossip *g, const char *id, struct br_hlc hlc, int64_t skew_ms,
                      uint64_t now_ms);
+/* The node sent the indirect probe requests for id's current probe. */
+void br_gossip_probe_sent(br_gossip *g, const char *id);
 /* An answer to an indirect probe of id: alive cancels the probe. */
 void br_gossip_probe_answer(br_gossip *g, const char *id, bool alive, uint64_t now_ms);
 /* A dial of id failed (backoff doubles) or was made (next_dial_ms is pushed). */
 void br_gossip_dial_failed(br_gossip *g, const char *id, uint64_t now_ms);
+/* Dials of id keep failing and nothing links us to it: if it is alive here, unlinked, not
+ * probed yet and dial_fails >= 3, an indirect probe starts (returns true: send the probes), so
+ * a member nobody can reach ends up suspect and dead like one whose link dropped. */
+bool br_gossip_unreachable(br_gossip *g, const char *id, uint64_t now_ms);
+/* addr is not id's (a dial there proved another node): forget it. */
+void br_gossip_drop_addr(br_gossip *g, const char *id, const char *addr);
 
 /* Merge entries gossiped by member `from` (already authenticated by the link). Each entry is
  * checked and refused alone (r->refused, first reason in r->reason); a message with more than
