@@ -4,8 +4,8 @@
 # sensor docs to each server and pulls them into a fresh local db. Servers: BUILD_DIR/barrel
 # serve, and pouchdb-server 4.2.0 (leveldb/LevelDOWN backend), both pinned in
 # bench/pouchdb/package-lock.json and installed (npm ci) into BUILD_DIR/npm/pouchdb-bench when
-# missing. Prints docs/s each way, barrel's ratio to pouchdb-server, and each server's peak
-# RSS (VmHWM) after the run.
+# missing. Prints docs/s each way, barrel's ratio to pouchdb-server, each server's peak RSS
+# (VmHWM) after the run, each server's CPU time per doc each way, and the load average.
 # usage: bench/pouch_bench.sh BUILD_DIR [N=100000]
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,12 +36,14 @@ wait_http() {
 hwm_mb() {
     awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
 }
-run() { # name url pid -> "push pull rss"
-    out=$(node "$here/pouchdb/pouch_bench.js" "$2" "$n")
+field() { # json name
+    echo "$1" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s)[process.argv[1]]))' "$2"
+}
+run() { # name url pid -> "push pull rss push_cpu pull_cpu"
+    out=$(BENCH_SERVER_PID=$3 node "$here/pouchdb/pouch_bench.js" "$2" "$n")
     echo "$1: $out" >&2
-    push=$(echo "$out" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).push_docs_s))')
-    pull=$(echo "$out" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).pull_docs_s))')
-    echo "$push $pull $(hwm_mb "$3")"
+    echo "$(field "$out" push_docs_s) $(field "$out" pull_docs_s) $(hwm_mb "$3")" \
+        "$(field "$out" server_push_us_doc) $(field "$out" server_pull_us_doc)"
 }
 
 # barrel
@@ -50,7 +52,7 @@ port=$(free_port)
 srv=$!
 wait_http "http://127.0.0.1:$port/"
 set -- $(run barrel "http://127.0.0.1:$port" "$srv")
-b_push=$1 b_pull=$2 b_rss=$3
+b_push=$1 b_pull=$2 b_rss=$3 b_pushc=$4 b_pullc=$5
 kill "$srv" 2>/dev/null
 wait "$srv" 2>/dev/null || true
 srv=
@@ -63,7 +65,7 @@ mkdir -p "$work/ps"
 srv=$!
 wait_http "http://127.0.0.1:$port/"
 set -- $(run pouchdb-server "http://127.0.0.1:$port" "$srv")
-p_push=$1 p_pull=$2 p_rss=$3
+p_push=$1 p_pull=$2 p_rss=$3 p_pushc=$4 p_pullc=$5
 kill "$srv" 2>/dev/null
 wait "$srv" 2>/dev/null || true
 srv=
@@ -74,3 +76,8 @@ printf '%-22s %12s %12s %14s\n' server push_docs/s pull_docs/s peak_RSS_MiB
 printf '%-22s %12s %12s %14s\n' barrel "$b_push" "$b_pull" "$b_rss"
 printf '%-22s %12s %12s %14s\n' "pouchdb-server 4.2.0" "$p_push" "$p_pull" "$p_rss"
 printf '%-22s %12s %12s\n' "barrel / pouchdb-srv" "$(ratio "$b_push" "$p_push")x" "$(ratio "$b_pull" "$p_pull")x"
+printf '\nserver CPU (user+sys) per doc, us\n'
+printf '%-22s %12s %12s\n' server push pull
+printf '%-22s %12s %12s\n' barrel "$b_pushc" "$b_pullc"
+printf '%-22s %12s %12s\n' "pouchdb-server 4.2.0" "$p_pushc" "$p_pullc"
+printf 'load average: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"

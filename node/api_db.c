@@ -307,23 +307,52 @@ void api_revs_diff(struct br_api *api, br_http_ex *x)
         goto done;
     }
     have_out = true;
-    json_t *res = json_object();
-    for (i = 0; res && i < n; i++) {
+    /* written straight into the answer: the bytes json_dumps gives for the same object */
+    br_buf *b = &x->resp.body;
+    br_buf_reset(b);
+    char rt[BR_REV_TEXT_MAX];
+    bool first = true;
+    e = br_buf_append_byte(b, '{');
+    for (i = 0; !e && i < n; i++) {
         if (out[i].n_missing == 0)
             continue;
-        json_t *m = json_array(), *o = json_object();
-        for (size_t r = 0; r < out[i].n_missing; r++)
-            json_array_append_new(m, api_rev_json(&out[i].missing[r]));
-        json_object_set_new(o, "missing", m);
-        if (out[i].n_possible_ancestors) {
-            json_t *pa = json_array();
-            for (size_t r = 0; r < out[i].n_possible_ancestors; r++)
-                json_array_append_new(pa, api_rev_json(&out[i].possible_ancestors[r]));
-            json_object_set_new(o, "possible_ancestors", pa);
+        if (!first)
+            e = br_buf_append_byte(b, ',');
+        first = false;
+        if (!e)
+            e = br_json_write_string(b, in[i].id, in[i].id_len);
+        if (!e)
+            e = br_buf_append_str(b, ":{\"missing\":[");
+        for (size_t r = 0; !e && r < out[i].n_missing; r++) {
+            size_t rl = br_rev_format(&out[i].missing[r], rt);
+            e = r ? br_buf_append_byte(b, ',') : BR_OK;
+            if (!e)
+                e = br_json_write_string(b, rt, rl);
         }
-        json_object_setn_new(res, in[i].id, in[i].id_len, o);
+        if (!e)
+            e = br_buf_append_byte(b, ']');
+        if (!e && out[i].n_possible_ancestors)
+            e = br_buf_append_str(b, ",\"possible_ancestors\":[");
+        for (size_t r = 0; !e && r < out[i].n_possible_ancestors; r++) {
+            size_t rl = br_rev_format(&out[i].possible_ancestors[r], rt);
+            e = r ? br_buf_append_byte(b, ',') : BR_OK;
+            if (!e)
+                e = br_json_write_string(b, rt, rl);
+        }
+        if (!e && out[i].n_possible_ancestors)
+            e = br_buf_append_byte(b, ']');
+        if (!e)
+            e = br_buf_append_byte(b, '}');
     }
-    api_json(x, 200, res);
+    if (!e)
+        e = br_buf_append_str(b, "}\n");
+    if (e) {
+        br_buf_reset(b);
+        api_fail(x, e, NULL);
+        goto done;
+    }
+    x->resp.status = 200;
+    x->resp.content_type = NULL;
 done:
     if (have_out)
         br_revsdiff_out_fini(out, n);

@@ -5,13 +5,25 @@
  *
  * _bulk_get body: {"docs":[{"id":..., "rev":...?}, ...]}; answer
  * {"results":[{"id":..., "docs":[{"ok":doc} | {"error":{"id","rev","error","reason"}}]}]},
- * one result per requested item, in request order. */
+ * one result per requested item, in request order. The open_revs walk (open_revs_each) hands
+ * each answer item to an emitter: GET builds a jansson array from them, _bulk_get writes its
+ * answer text straight into the response (br_json_doc_write: no tree per document), with the
+ * same bytes json_dumps would give for the tree. */
 #include <string.h>
 
 #include "barrel/alloc.h"
 #include "barrel/json.h"
 
 #include "api.h"
+
+/* Where open_revs_each sends the items of one answer: a revision read ({"ok": doc}; d is
+ * borrowed and already trimmed of revisions unless `revs`), or one it could not find
+ * ({"missing": rev}). */
+struct emitter {
+    br_err (*ok)(void *arg, br_db *db, const struct br_doc *d, bool atts);
+    br_err (*missing)(void *arg, const struct br_rev *rev);
+    void *arg;
+};
 
 /* Render one read revision, its attachments inline when atts. NULL on failure. */
 static json_t *render(br_db *db, const struct br_doc *d, bool atts, br_err *err)
@@ -36,10 +48,22 @@ static bool descends(const struct br_doc *d, const struct br_rev *rev)
     return false;
 }
 
-/* latest: the leaves of id whose history holds rev, appended to arr as {"ok":doc}. Appends
- * nothing when none does. */
-static br_err append_latest(br_db *db, const char *id, const struct br_rev *rev,
-                            const struct api_open_revs_opts *o, json_t *arr, size_t *added)
+static br_err emit_ok(br_db *db, const struct br_doc *d, const struct api_open_revs_opts *o,
+                      const struct emitter *em)
+{
+    struct br_doc view = *d;
+    if (!o->revs) {
+        view.revisions = NULL;
+        view.n_revisions = 0;
+    }
+    return em->ok(em->arg, db, &view, o->attachments);
+}
+
+/* latest: the leaves of id whose history holds rev, emitted as ok items. Emits nothing when
+ * none does. */
+static br_err emit_latest(br_db *db, const char *id, const struct br_rev *rev,
+                          const struct api_open_revs_opts *o, const struct emitter *em,
+                          size_t *added)
 {
     struct br_open_rev *leaves = NULL;
     size_t n = 0;
@@ -51,14 +75,7 @@ static br_err append_latest(br_db *db, const char *id, const struct br_rev *rev,
         const struct br_doc *d = leaves[i].doc;
         if (leaves[i].missing || !d || !descends(d, rev))
             continue;
-        struct br_doc view = *d;
-        if (!o->revs) {
-            view.revisions = NULL;
-            view.n_revisions = 0;
-        }
-        json_t *dj = render(db, &view, o->attachments, &e);
-        if (dj && json_array_append_new(arr, json_pack("{s:o}", "ok", dj)))
-            e = BR_ENOMEM;
+        e = emit_ok(db, d, o, em);
         if (!e)
             (*added)++;
     }
@@ -66,37 +83,56 @@ static br_err append_latest(br_db *db, const char *id, const struct br_rev *rev,
     return e;
 }
 
-br_err api_open_revs_json(br_db *db, const char *id, const struct br_rev *revs, size_t n,
-                          const struct api_open_revs_opts *o, json_t **out)
+/* The open_revs answer for id: revs (NULL/0: every leaf), each an ok or a missing item, or
+ * with `latest` the leaves descending from a revision that is no longer a leaf. */
+static br_err open_revs_each(br_db *db, const char *id, const struct br_rev *revs, size_t n,
+                             const struct api_open_revs_opts *o, const struct emitter *em)
 {
     struct br_open_rev *got = NULL;
     size_t n_got = 0;
-    json_t *arr = json_array();
-    if (!arr)
-        return BR_ENOMEM;
     br_err e = br_db_get_open_revs(db, id, strlen(id), revs, n, o->revs || o->latest, &got, &n_got);
     for (size_t i = 0; !e && i < n_got; i++) {
-        json_t *item = NULL;
         if (!got[i].missing && got[i].doc) {
-            struct br_doc view = *got[i].doc;
-            if (!o->revs) {
-                view.revisions = NULL;
-                view.n_revisions = 0;
-            }
-            json_t *dj = render(db, &view, o->attachments, &e);
-            item = dj ? json_pack("{s:o}", "ok", dj) : NULL;
-        } else if (o->latest && revs) {
+            e = emit_ok(db, got[i].doc, o, em);
+            continue;
+        }
+        if (o->latest && revs) {
             size_t added = 0;
-            e = append_latest(db, id, &got[i].rev, o, arr, &added);
+            e = emit_latest(db, id, &got[i].rev, o, em, &added);
             if (e || added)
                 continue;
         }
-        if (!e && !item)
-            item = json_pack("{s:o}", "missing", api_rev_json(&got[i].rev));
-        if (!e && json_array_append_new(arr, item))
-            e = BR_ENOMEM;
+        e = em->missing(em->arg, &got[i].rev);
     }
     br_open_revs_free(got, n_got);
+    return e;
+}
+
+/* ---- the jansson answer (GET ?open_revs=) ---- */
+
+static br_err tree_ok(void *arg, br_db *db, const struct br_doc *d, bool atts)
+{
+    br_err e;
+    json_t *dj = render(db, d, atts, &e);
+    if (!dj)
+        return e;
+    return json_array_append_new(arg, json_pack("{s:o}", "ok", dj)) ? BR_ENOMEM : BR_OK;
+}
+
+static br_err tree_missing(void *arg, const struct br_rev *rev)
+{
+    return json_array_append_new(arg, json_pack("{s:o}", "missing", api_rev_json(rev))) ? BR_ENOMEM
+                                                                                        : BR_OK;
+}
+
+br_err api_open_revs_json(br_db *db, const char *id, const struct br_rev *revs, size_t n,
+                          const struct api_open_revs_opts *o, json_t **out)
+{
+    json_t *arr = json_array();
+    if (!arr)
+        return BR_ENOMEM;
+    struct emitter em = {tree_ok, tree_missing, arr};
+    br_err e = open_revs_each(db, id, revs, n, o, &em);
     if (e) {
         json_decref(arr);
         return e;
@@ -105,63 +141,130 @@ br_err api_open_revs_json(br_db *db, const char *id, const struct br_rev *revs, 
     return BR_OK;
 }
 
-/* {"error":{"id":id,"rev":rev,"error":error,"reason":reason}} */
-static json_t *item_error(const char *id, const char *rev, const char *error, const char *reason)
+/* ---- _bulk_get, written as text ---- */
+
+struct text_item {
+    br_buf *out;
+    size_t count;      /* items written to this "docs" array */
+    const char *id;    /* the requested id and rev text, for an error item */
+    const char *rtext; /* NULL: none given */
+};
+
+static br_err put_str(br_buf *b, const char *s)
 {
-    return json_pack("{s:{s:s,s:s,s:s,s:s}}", "error", "id", id, "rev", rev ? rev : "undefined",
-                     "error", error, "reason", reason);
+    return br_json_write_string(b, s, strlen(s));
 }
 
-/* One requested item: its "docs" array. */
-static br_err bulk_get_one(br_db *db, json_t *req, const struct api_open_revs_opts *o,
-                           json_t **docs_out, const char **id_out)
+static br_err text_sep(struct text_item *t)
+{
+    return t->count++ ? br_buf_append_byte(t->out, ',') : BR_OK;
+}
+
+static br_err text_ok(void *arg, br_db *db, const struct br_doc *d, bool atts)
+{
+    struct text_item *t = arg;
+    br_err e = text_sep(t);
+    if (!e)
+        e = br_buf_append_str(t->out, "{\"ok\":");
+    if (!e && !atts) {
+        e = br_json_doc_write(d, t->out, NULL);
+    } else if (!e) { /* inline attachments: through the tree */
+        json_t *dj = render(db, d, atts, &e);
+        char *s = dj ? json_dumps(dj, JSON_COMPACT) : NULL;
+        json_decref(dj);
+        if (!e && !s)
+            e = BR_ENOMEM;
+        if (!e)
+            e = br_buf_append_str(t->out, s);
+        free(s);
+    }
+    return e ? e : br_buf_append_byte(t->out, '}');
+}
+
+/* {"error":{"id":id,"rev":rev,"error":error,"reason":reason}} */
+static br_err text_error(struct text_item *t, const char *error, const char *reason)
+{
+    br_buf *b = t->out;
+    br_err e = text_sep(t);
+    if (!e)
+        e = br_buf_append_str(b, "{\"error\":{\"id\":");
+    if (!e)
+        e = put_str(b, t->id);
+    if (!e)
+        e = br_buf_append_str(b, ",\"rev\":");
+    if (!e)
+        e = put_str(b, t->rtext ? t->rtext : "undefined");
+    if (!e)
+        e = br_buf_append_str(b, ",\"error\":");
+    if (!e)
+        e = put_str(b, error);
+    if (!e)
+        e = br_buf_append_str(b, ",\"reason\":");
+    if (!e)
+        e = put_str(b, reason);
+    return e ? e : br_buf_append_str(b, "}}");
+}
+
+/* A rev the document does not hold is an error item, as CouchDB answers. (With one revision
+ * asked for, a missing item can only come first.) */
+static br_err text_missing(void *arg, const struct br_rev *rev)
+{
+    struct text_item *t = arg;
+    if (t->count == 0)
+        return text_error(t, "not_found", "missing");
+    char r[BR_REV_TEXT_MAX];
+    br_rev_format(rev, r);
+    br_err e = text_sep(t);
+    if (!e)
+        e = br_buf_append_str(t->out, "{\"missing\":");
+    if (!e)
+        e = put_str(t->out, r);
+    return e ? e : br_buf_append_byte(t->out, '}');
+}
+
+/* One requested item: {"id":..., "docs":[...]} appended to out. */
+static br_err bulk_get_one(br_db *db, json_t *req, const struct api_open_revs_opts *o, br_buf *out)
 {
     json_t *idj = json_is_object(req) ? json_object_get(req, "id") : NULL;
     json_t *revj = json_is_object(req) ? json_object_get(req, "rev") : NULL;
     const char *id = json_is_string(idj) ? json_string_value(idj) : NULL;
     const char *rtext = json_is_string(revj) ? json_string_value(revj) : NULL;
-    *id_out = id ? id : "";
-    json_t *docs = NULL;
-    br_err e = BR_OK;
+    struct text_item t = {out, 0, id ? id : "", rtext};
+    br_err e = br_buf_append_str(out, "{\"id\":");
+    if (!e)
+        e = put_str(out, t.id);
+    if (!e)
+        e = br_buf_append_str(out, ",\"docs\":[");
+    if (e)
+        return e;
+    size_t docs_at = out->len;
     struct br_rev rev;
     if (!id || !*id || (revj && !rtext)) {
-        docs = json_pack("[o]", item_error(*id_out, rtext, "bad_request",
-                                           "each item needs a string id (and a string rev)"));
+        e = text_error(&t, "bad_request", "each item needs a string id (and a string rev)");
     } else if (rtext && br_rev_parse(rtext, strlen(rtext), &rev) != BR_OK) {
-        docs = json_pack("[o]", item_error(id, rtext, "bad_request", "Invalid rev format"));
+        e = text_error(&t, "bad_request", "Invalid rev format");
     } else if (rtext) {
-        e = api_open_revs_json(db, id, &rev, 1, o, &docs);
+        struct emitter em = {text_ok, text_missing, &t};
+        e = open_revs_each(db, id, &rev, 1, o, &em);
         if (e == BR_ENOTFOUND) {
-            e = BR_OK;
-            docs = json_pack("[o]", item_error(id, rtext, "not_found", "missing"));
+            out->len = docs_at;
+            t.count = 0;
+            e = text_error(&t, "not_found", "missing");
         }
-        /* a rev the document does not hold is an error item, as CouchDB answers */
-        json_t *first = json_array_get(docs, 0);
-        if (!e && json_object_get(first, "missing"))
-            json_array_set_new(docs, 0, item_error(id, rtext, "not_found", "missing"));
     } else {
         struct br_get_opts go = {.revs = o->revs};
         struct br_doc *d = NULL;
         struct br_errbuf eb = {{0}};
         e = br_db_get(db, id, strlen(id), &go, &d, &eb);
         if (e == BR_ENOTFOUND) {
-            e = BR_OK;
-            docs =
-                json_pack("[o]", item_error(id, NULL, "not_found", eb.msg[0] ? eb.msg : "missing"));
+            t.rtext = NULL;
+            e = text_error(&t, "not_found", eb.msg[0] ? eb.msg : "missing");
         } else if (!e) {
-            json_t *dj = render(db, d, o->attachments, &e);
-            docs = dj ? json_pack("[{s:o}]", "ok", dj) : NULL;
+            e = text_ok(&t, db, d, o->attachments);
         }
         br_doc_free(d);
     }
-    if (!e && !docs)
-        e = BR_ENOMEM;
-    if (e) {
-        json_decref(docs);
-        return e;
-    }
-    *docs_out = docs;
-    return BR_OK;
+    return e ? e : br_buf_append_str(out, "]}");
 }
 
 void api_bulk_get(struct br_api *api, br_http_ex *x)
@@ -171,7 +274,7 @@ void api_bulk_get(struct br_api *api, br_http_ex *x)
         return;
     struct api_open_revs_opts o = {0};
     struct br_errbuf eb = {{0}};
-    json_t *j = NULL, *results = NULL;
+    json_t *j = NULL;
     const struct br_http_args *a = &x->req.args;
     if (br_http_arg_bool(a, "revs", false, &o.revs, &eb) ||
         br_http_arg_bool(a, "latest", false, &o.latest, &eb) ||
@@ -186,29 +289,33 @@ void api_bulk_get(struct br_api *api, br_http_ex *x)
         br_http_resp_error(&x->resp, 400, "bad_request", "Missing JSON list of 'docs'.");
         goto done;
     }
-    results = json_array();
-    if (!results) {
-        api_fail(x, BR_ENOMEM, NULL);
-        goto done;
-    }
+    br_buf *out = &x->resp.body;
+    br_buf_reset(out);
+    size_t n = json_array_size(arr);
+    br_err e = br_buf_reserve(out, 64 + (n < 1000 ? n : 1000) * 512);
+    if (!e)
+        e = br_buf_append_str(out, "{\"results\":[");
     size_t i;
     json_t *req;
     json_array_foreach(arr, i, req)
     {
-        json_t *docs = NULL;
-        const char *id = NULL;
-        br_err e = bulk_get_one(db, req, &o, &docs, &id);
-        if (!e && json_array_append_new(results, json_pack("{s:s,s:o}", "id", id, "docs", docs)))
-            e = BR_ENOMEM;
-        if (e) {
-            api_fail(x, e, NULL);
-            goto done;
-        }
+        if (!e && i)
+            e = br_buf_append_byte(out, ',');
+        if (!e)
+            e = bulk_get_one(db, req, &o, out);
+        if (e)
+            break;
     }
-    api_json(x, 200, json_pack("{s:o}", "results", results));
-    results = NULL;
+    if (!e)
+        e = br_buf_append_str(out, "]}\n");
+    if (e) {
+        br_buf_reset(out);
+        api_fail(x, e, NULL);
+        goto done;
+    }
+    x->resp.status = 200;
+    x->resp.content_type = NULL;
 done:
-    json_decref(results);
     json_decref(j);
     br_db_close(db);
 }

@@ -279,69 +279,74 @@ struct read_ctx {
     br_err err;
 };
 
-static json_t *row_json(struct read_ctx *c, const struct br_change *ch)
+/* One row, {"seq":SEQ,"id":ID,"changes":[{"rev":REV},...],"deleted":true,"doc":DOC}, written
+ * straight into out with the bytes json_dumps(JSON_COMPACT) gives for the same tree. */
+static br_err write_row(struct read_ctx *c, const struct br_change *ch, const char *seq,
+                        br_buf *out)
 {
-    json_t *revs = json_array();
-    for (size_t i = 0; revs && i < ch->n_leaves; i++)
-        json_array_append_new(revs, json_pack("{s:o}", "rev", api_rev_json(&ch->leaves[i])));
-    json_t *r = json_pack("{s:o,s:s%,s:o}", "seq", api_hlc_json(ch->seq), "id", ch->id, ch->id_len,
-                          "changes", revs);
-    if (!r)
-        return NULL;
-    if (ch->deleted)
-        json_object_set_new(r, "deleted", json_true());
-    if (c->r->include_docs) {
+    char rev[BR_REV_TEXT_MAX];
+    br_err e = br_buf_append_str(out, "{\"seq\":");
+    if (!e)
+        e = br_json_write_string(out, seq, strlen(seq));
+    if (!e)
+        e = br_buf_append_str(out, ",\"id\":");
+    if (!e)
+        e = br_json_write_string(out, ch->id, ch->id_len);
+    if (!e)
+        e = br_buf_append_str(out, ",\"changes\":[");
+    for (size_t i = 0; !e && i < ch->n_leaves; i++) {
+        size_t n = br_rev_format(&ch->leaves[i], rev);
+        e = br_buf_append_str(out, i ? ",{\"rev\":" : "{\"rev\":");
+        if (!e)
+            e = br_json_write_string(out, rev, n);
+        if (!e)
+            e = br_buf_append_byte(out, '}');
+    }
+    if (!e)
+        e = br_buf_append_byte(out, ']');
+    if (!e && ch->deleted)
+        e = br_buf_append_str(out, ",\"deleted\":true");
+    if (!e && c->r->include_docs) {
         struct br_get_opts go = {.rev = &ch->rev, .include_deleted = true};
         struct br_doc *d = NULL;
-        json_t *dj = NULL;
-        br_err e = br_db_get(c->db, ch->id, ch->id_len, &go, &d, NULL);
-        if (!e)
-            e = br_json_doc_render(d, &dj, NULL);
-        br_doc_free(d);
-        if (e == BR_ENOTFOUND) {
-            dj = json_null();
-        } else if (e) {
-            json_decref(r);
-            c->err = e;
-            return NULL;
+        e = br_db_get(c->db, ch->id, ch->id_len, &go, &d, NULL);
+        if (!e) {
+            e = br_buf_append_str(out, ",\"doc\":");
+            if (!e)
+                e = br_json_doc_write(d, out, NULL);
+        } else if (e == BR_ENOTFOUND) {
+            e = br_buf_append_str(out, ",\"doc\":null");
         }
-        json_object_set_new(r, "doc", dj);
+        br_doc_free(d);
     }
-    return r;
+    return e ? e : br_buf_append_byte(out, '}');
 }
 
 static int on_change(void *arg, const struct br_change *ch)
 {
     struct read_ctx *c = arg;
-    json_t *row = row_json(c, ch);
-    char *s = row ? json_dumps(row, JSON_COMPACT) : NULL;
-    json_decref(row);
-    if (!s) {
-        if (!c->err)
-            c->err = BR_ENOMEM;
-        return 1;
-    }
     br_buf *o = c->out;
+    size_t at = o->len;
     br_err e = BR_OK;
     char seq[BR_HLC_TEXT_MAX];
+    br_hlc_format(ch->seq, seq);
     switch (c->r->feed) {
     case CHG_NORMAL:
     case CHG_LONGPOLL:
         if (c->count)
             e = br_buf_append_str(o, ",\n");
         if (!e)
-            e = br_buf_append_str(o, s);
+            e = write_row(c, ch, seq, o);
         break;
     case CHG_CONTINUOUS:
-        e = br_buf_append_str(o, s);
+        e = write_row(c, ch, seq, o);
         if (!e)
             e = br_buf_append_byte(o, '\n');
         break;
     case CHG_EVENTSOURCE:
-        br_hlc_format(ch->seq, seq);
         e = br_buf_append_str(o, "data: ");
         if (!e)
-            e = br_buf_append_str(o, s);
+            e = write_row(c, ch, seq, o);
         if (!e)
             e = br_buf_append_str(o, "\nid: ");
         if (!e)
@@ -350,8 +355,8 @@ static int on_change(void *arg, const struct br_change *ch)
             e = br_buf_append_str(o, "\n\n");
         break;
     }
-    free(s);
     if (e) {
+        o->len = at;
         c->err = e;
         return 1;
     }
@@ -377,17 +382,22 @@ br_err chg_read(br_db *db, const struct chg_req *r, struct br_hlc since, size_t 
     return BR_OK;
 }
 
-br_err chg_wrap_results(br_buf *out, const br_buf *rows, struct br_hlc last)
+br_err chg_results_tail(br_buf *out, bool any_rows, struct br_hlc last)
 {
     char seq[BR_HLC_TEXT_MAX], tail[BR_HLC_TEXT_MAX + 64];
     br_hlc_format(last, seq);
-    snprintf(tail, sizeof tail, "%s],\n\"last_seq\":\"%s\",\"pending\":0}\n", rows->len ? "\n" : "",
+    snprintf(tail, sizeof tail, "%s],\n\"last_seq\":\"%s\",\"pending\":0}\n", any_rows ? "\n" : "",
              seq);
-    br_err e = br_buf_append_str(out, "{\"results\":[\n");
+    return br_buf_append_str(out, tail);
+}
+
+br_err chg_wrap_results(br_buf *out, const br_buf *rows, struct br_hlc last)
+{
+    br_err e = br_buf_append_str(out, CHG_RESULTS_HEAD);
     if (!e && rows->len)
         e = br_buf_append(out, rows->data, rows->len);
     if (!e)
-        e = br_buf_append_str(out, tail);
+        e = chg_results_tail(out, rows->len > 0, last);
     return e;
 }
 
@@ -418,22 +428,24 @@ void api_changes(struct br_api *api, br_http_ex *x)
         x->user = cs; /* status 0: the node starts the feed on the loop (feed.h) */
         return;
     }
-    br_buf rows;
-    br_buf_init(&rows, 0);
+    /* the rows are written straight into the answer, between its head and its tail */
+    br_buf *out = &x->resp.body;
+    br_buf_reset(out);
     struct br_hlc last;
     size_t count;
-    br_err e = chg_read(db, &r, r.o.since, r.o.limit, &rows, &last, &count);
-    if (!e) {
-        br_buf_reset(&x->resp.body);
-        e = chg_wrap_results(&x->resp.body, &rows, last);
-    }
+    br_err e = br_buf_append_str(out, CHG_RESULTS_HEAD);
+    size_t rows_at = out->len;
+    if (!e)
+        e = chg_read(db, &r, r.o.since, r.o.limit, out, &last, &count);
+    if (!e)
+        e = chg_results_tail(out, out->len > rows_at, last);
     if (e) {
+        br_buf_reset(out);
         api_fail(x, e, NULL);
     } else {
         x->resp.status = 200;
         x->resp.content_type = NULL;
     }
-    br_buf_fini(&rows);
     chg_req_fini(&r);
     br_db_close(db);
 }

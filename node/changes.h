@@ -60,5 +60,9 @@ BR_NODISCARD br_err chg_read(br_db *db, const struct chg_req *r, struct br_hlc s
 /* Append the closing of a normal or longpoll response:
  * "{\"results\":[\n" ROWS "\n],\n\"last_seq\":\"SEQ\",\"pending\":0}\n" — pass the rows. */
 BR_NODISCARD br_err chg_wrap_results(br_buf *out, const br_buf *rows, struct br_hlc last);
+/* The same in two steps, for rows written straight after the head: append CHG_RESULTS_HEAD,
+ * the rows, then chg_results_tail (any_rows: some were appended). */
+#define CHG_RESULTS_HEAD "{\"results\":[\n"
+BR_NODISCARD br_err chg_results_tail(br_buf *out, bool any_rows, struct br_hlc last);
 
 #endif

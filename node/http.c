@@ -21,7 +21,10 @@
 #include "barrel/env.h"
 #include "barrel/log.h"
 
-#define CHUNK (32u * 1024u)
+#define CHUNK (32u * 1024u) /* a piece of a streamed (chunked) body */
+/* A piece of a whole body. A body up to WRITE_MAX - HDR_SPACE (a 100-doc _bulk_get answer)
+ * goes out with its headers in one write. */
+#define WRITE_MAX (128u * 1024u)
 #define HDR_SPACE 4096
 #define CHUNK_FRAME 16 /* "%zx\r\n" before a chunk, "\r\n" after */
 
@@ -32,7 +35,7 @@ struct br_http_server {
     struct lws_context *ctx;
     struct lws_vhost *vh;
     size_t inflight;     /* exchanges DISPATCHED or RESPONDING after dispatch */
-    unsigned char *wbuf; /* LWS_PRE + max(CHUNK, HDR_SPACE) */
+    unsigned char *wbuf; /* LWS_PRE + CHUNK_FRAME + max(CHUNK, WRITE_MAX) */
     lws_sorted_usec_list_t tick;
     void *connecting;    /* the user of a br_http_ws_connect call in progress */
     bool connect_failed; /* its connection failed before the call returned */
@@ -562,7 +565,7 @@ static int on_writeable(br_http_server *s, struct lws *wsi, struct conn *c)
     if (!x->headers_sent) {
         /* a small body goes out with the headers: one send per response */
         bool inline_body = x->req.method != BR_HTTP_HEAD && x->resp.body.len > 0 &&
-                           x->resp.body.len <= CHUNK - HDR_SPACE;
+                           x->resp.body.len <= WRITE_MAX - HDR_SPACE;
         if (write_headers(s, wsi, x, inline_body))
             return -1;
         x->headers_sent = true;
@@ -579,8 +582,8 @@ static int on_writeable(br_http_server *s, struct lws *wsi, struct conn *c)
     }
     size_t done = x->sent;
     size_t n = x->resp.body.len - done;
-    if (n > CHUNK)
-        n = CHUNK;
+    if (n > WRITE_MAX)
+        n = WRITE_MAX;
     bool last = done + n == x->resp.body.len;
     memcpy(s->wbuf + LWS_PRE, x->resp.body.data + done, n);
     if (lws_write(wsi, s->wbuf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < (int)n)
@@ -896,7 +899,7 @@ br_err br_http_server_new(const struct br_http_opts *o, br_http_server **out, st
     if (!s)
         return BR_ENOMEM;
     s->o = *o;
-    s->wbuf = br_malloc(LWS_PRE + CHUNK_FRAME + (CHUNK > HDR_SPACE ? CHUNK : HDR_SPACE));
+    s->wbuf = br_malloc(LWS_PRE + CHUNK_FRAME + (WRITE_MAX > CHUNK ? WRITE_MAX : CHUNK));
     if (!s->wbuf) {
         br_free(s);
         return BR_ENOMEM;

@@ -2057,3 +2057,399 @@ done:
     json_decref(obj);
     return e;
 }
+
+/* ---- writing JSON text straight from a read document ----
+ *
+ * br_json_doc_write produces the bytes json_dumps(JSON_COMPACT) gives for br_json_doc_render's
+ * tree, without the tree: the CBOR body is walked once and written as text. jansson's dump is
+ * copied exactly: strings escape '"', '\\' and the controls (\b \f \n \r \t, others \u00XX in
+ * upper case hex) and nothing else; integers are decimal; reals are %.17g with ".0" added when
+ * neither '.' nor 'e' appears, and '+' and leading zeros dropped from the exponent. jansson
+ * objects keep insertion order, which for the body is the CBOR map order. Where the tree would
+ * differ from a straight walk the tree path is taken instead, so the output is always the same:
+ * a top-level body key starting with "_" (the metadata would overwrite it in place), map keys
+ * not in strictly increasing canonical order (there may be duplicates, which the tree rejects),
+ * a repeated attachment name (the tree keeps one), or a string jansson would refuse. */
+
+#define JW_TREE ((br_err)1000) /* internal: take the tree path (never returned) */
+
+static const char HEXU[] = "0123456789ABCDEF";
+
+static bool jw_utf8_ok(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        i += plain_run(s + i, s + n);
+        if (i == n)
+            break;
+        if ((unsigned char)s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t l = utf8_seq((const unsigned char *)s + i, (const unsigned char *)s + n);
+        if (!l)
+            return false;
+        i += l;
+    }
+    return true;
+}
+
+/* Append s, valid UTF-8, as a JSON string. */
+static br_err jw_string(br_buf *b, const char *s, size_t n)
+{
+    br_err e = br_buf_reserve(b, n + 2);
+    if (e)
+        return e;
+    b->data[b->len++] = '"';
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (run < n && (unsigned char)s[run] >= 0x20 && s[run] != '"' && s[run] != '\\')
+            run++;
+        if (run > i && (e = br_buf_append(b, s + i, run - i)))
+            return e;
+        if (run == n)
+            break;
+        unsigned char c = (unsigned char)s[run];
+        i = run + 1;
+        char esc[6] = {'\\', 'u', '0', '0', HEXU[c >> 4], HEXU[c & 15]};
+        size_t el = 2;
+        switch (c) {
+        case '"':
+        case '\\':
+            esc[1] = (char)c;
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            el = 6;
+        }
+        if ((e = br_buf_append(b, esc, el)))
+            return e;
+    }
+    return br_buf_append_byte(b, '"');
+}
+
+br_err br_json_write_string(br_buf *out, const char *s, size_t n)
+{
+    if (!jw_utf8_ok(s, n))
+        return BR_EINVAL;
+    size_t at = out->len;
+    br_err e = jw_string(out, s, n);
+    if (e)
+        out->len = at;
+    return e;
+}
+
+static br_err jw_uint(br_buf *b, uint64_t v)
+{
+    char t[24];
+    size_t n = 0;
+    do {
+        t[sizeof t - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return br_buf_append(b, t + sizeof t - n, n);
+}
+
+/* uint_json's clamp, written. */
+static br_err jw_uint_clamped(br_buf *b, uint64_t v)
+{
+    return jw_uint(b, v > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : v);
+}
+
+/* jansson's jsonp_dtostr at its default precision (17), in the C locale. */
+static br_err jw_real(br_buf *b, double v)
+{
+    char buf[48];
+    int ret = snprintf(buf, sizeof buf, "%.17g", v);
+    if (ret < 0 || (size_t)ret + 3 >= sizeof buf)
+        return BR_EPROTO;
+    size_t len = (size_t)ret;
+    if (!strchr(buf, '.') && !strchr(buf, 'e')) {
+        memcpy(buf + len, ".0", 3);
+        len += 2;
+    }
+    char *start = strchr(buf, 'e');
+    if (start) {
+        start++;
+        char *end = start + 1;
+        if (*start == '-')
+            start++;
+        while (*end == '0')
+            end++;
+        if (end != start) {
+            memmove(start, end, len - (size_t)(end - buf) + 1);
+            len -= (size_t)(end - start);
+        }
+    }
+    return br_buf_append(b, buf, len);
+}
+
+/* The separator before a member of the document object, then its quoted key and ':'. */
+static br_err jw_member(br_buf *b, bool *first, const char *quoted_key_colon)
+{
+    br_err e = *first ? BR_OK : br_buf_append_byte(b, ',');
+    *first = false;
+    return e ? e : br_buf_append_str(b, quoted_key_colon);
+}
+
+static br_err jw_value(struct br_cbor_reader *r, unsigned depth_left, br_buf *b,
+                       struct br_errbuf *eb);
+
+/* A map's members; with top (the document body) without braces, and the document object's
+ * separator state in *first. */
+static br_err jw_members(struct br_cbor_reader *r, size_t n, unsigned depth_left, br_buf *b,
+                         bool top, bool *first, struct br_errbuf *eb)
+{
+    const char *prev = NULL;
+    size_t prev_len = 0;
+    br_err e = BR_OK;
+    for (size_t i = 0; i < n; i++) {
+        const char *k;
+        size_t kl;
+        if (br_cbor_read_text(r, &k, &kl))
+            return br_fail(eb, BR_EPROTO, "map key is not a text string");
+        if (prev && (kl < prev_len || (kl == prev_len && memcmp(prev, k, kl) >= 0)))
+            return JW_TREE; /* not in canonical order: maybe a duplicate */
+        if (top && kl > 0 && k[0] == '_')
+            return JW_TREE;
+        prev = k;
+        prev_len = kl;
+        if ((!*first && (e = br_buf_append_byte(b, ','))))
+            return e;
+        *first = false;
+        if ((e = jw_string(b, k, kl)) || (e = br_buf_append_byte(b, ':')) ||
+            (e = jw_value(r, depth_left, b, eb)))
+            return e;
+    }
+    return BR_OK;
+}
+
+/* One CBOR value as JSON text; errors as br_json_from_cbor's. */
+static br_err jw_value(struct br_cbor_reader *r, unsigned depth_left, br_buf *b,
+                       struct br_errbuf *eb)
+{
+    struct br_cbor_item it;
+    if (br_cbor_next(r, &it))
+        return br_fail(eb, BR_EPROTO, "malformed or truncated CBOR");
+    br_err e;
+    bool first = true;
+    switch (it.type) {
+    case BR_CBOR_UINT:
+        if (it.u > (uint64_t)INT64_MAX)
+            return br_fail(eb, BR_EPROTO, "integer %" PRIu64 " is beyond JSON's int64", it.u);
+        return jw_uint(b, it.u);
+    case BR_CBOR_NEGINT:
+        if (it.u > (uint64_t)INT64_MAX)
+            return br_fail(eb, BR_EPROTO, "integer below -2^63 is beyond JSON's int64");
+        if ((e = br_buf_append_byte(b, '-')))
+            return e;
+        return jw_uint(b, it.u + 1);
+    case BR_CBOR_TEXT:
+        return jw_string(b, (const char *)it.str, it.len);
+    case BR_CBOR_FLOAT:
+        if (!isfinite(it.f))
+            return br_fail(eb, BR_EPROTO, "NaN or infinity is not JSON");
+        return jw_real(b, it.f);
+    case BR_CBOR_BOOL:
+        return br_buf_append_str(b, it.b ? "true" : "false");
+    case BR_CBOR_NULL:
+        return br_buf_append_str(b, "null");
+    case BR_CBOR_BYTES:
+        return br_fail(eb, BR_EPROTO, "byte string is not JSON");
+    case BR_CBOR_ARRAY:
+        if (depth_left == 0)
+            return br_fail(eb, BR_EPROTO, "CBOR nested deeper than %d", BR_CBOR_MAX_DEPTH);
+        if ((e = br_buf_append_byte(b, '[')))
+            return e;
+        for (size_t i = 0; i < it.len; i++) {
+            if ((i && (e = br_buf_append_byte(b, ','))) || (e = jw_value(r, depth_left - 1, b, eb)))
+                return e;
+        }
+        return br_buf_append_byte(b, ']');
+    case BR_CBOR_MAP:
+        if (depth_left == 0)
+            return br_fail(eb, BR_EPROTO, "CBOR nested deeper than %d", BR_CBOR_MAX_DEPTH);
+        if ((e = br_buf_append_byte(b, '{')) ||
+            (e = jw_members(r, it.len, depth_left - 1, b, false, &first, eb)))
+            return e;
+        return br_buf_append_byte(b, '}');
+    }
+    return br_fail(eb, BR_EPROTO, "malformed or truncated CBOR");
+}
+
+/* A revision's text, as the tree's json_stringn would take it (JW_TREE if it would not). */
+static br_err jw_rev(br_buf *b, const struct br_rev *r)
+{
+    char text[BR_REV_TEXT_MAX];
+    size_t n = br_rev_format(r, text);
+    return jw_utf8_ok(text, n) ? jw_string(b, text, n) : JW_TREE;
+}
+
+static br_err jw_rev_array(br_buf *b, bool *first, const char *key, const struct br_rev *revs,
+                           size_t n)
+{
+    br_err e = jw_member(b, first, key);
+    if (!e)
+        e = br_buf_append_byte(b, '[');
+    for (size_t i = 0; !e && i < n; i++) {
+        if (i)
+            e = br_buf_append_byte(b, ',');
+        if (!e)
+            e = jw_rev(b, &revs[i]);
+    }
+    return e ? e : br_buf_append_byte(b, ']');
+}
+
+/* A C string the tree takes with json_string (UTF-8 checked), or JW_TREE. */
+static br_err jw_cstring(br_buf *b, const char *s)
+{
+    size_t n = strlen(s);
+    return jw_utf8_ok(s, n) ? jw_string(b, s, n) : JW_TREE;
+}
+
+static br_err jw_attachments(br_buf *b, bool *first, const struct br_doc *d)
+{
+    br_err e = jw_member(b, first, "\"_attachments\":{");
+    for (size_t i = 0; !e && i < d->n_atts; i++) {
+        const struct br_att_stub *s = &d->atts[i];
+        const char *name = s->name ? s->name : "";
+        for (size_t j = 0; j < i && !e; j++) {
+            if (strcmp(name, d->atts[j].name ? d->atts[j].name : "") == 0)
+                e = JW_TREE; /* the tree keeps the last under the first's place */
+        }
+        if (!e && memchr(s->digest, 0, sizeof s->digest) == NULL)
+            e = JW_TREE; /* not a C string: left to the tree path */
+        if (!e && i)
+            e = br_buf_append_byte(b, ',');
+        if (!e)
+            e = jw_cstring(b, name);
+        if (!e)
+            e = br_buf_append_str(b, ":{");
+        if (!e && s->content_type) {
+            e = br_buf_append_str(b, "\"content_type\":");
+            if (!e)
+                e = jw_cstring(b, s->content_type);
+            if (!e)
+                e = br_buf_append_byte(b, ',');
+        }
+        if (!e)
+            e = br_buf_append_str(b, "\"revpos\":");
+        if (!e)
+            e = jw_uint_clamped(b, s->revpos);
+        if (!e)
+            e = br_buf_append_str(b, ",\"digest\":");
+        if (!e)
+            e = jw_cstring(b, s->digest);
+        if (!e)
+            e = br_buf_append_str(b, ",\"length\":");
+        if (!e)
+            e = jw_uint_clamped(b, s->length);
+        if (!e)
+            e = br_buf_append_str(b, ",\"stub\":true}");
+    }
+    return e ? e : br_buf_append_byte(b, '}');
+}
+
+static br_err jw_revisions(br_buf *b, bool *first, const struct br_doc *d)
+{
+    br_err e = jw_member(b, first, "\"_revisions\":{\"start\":");
+    if (!e)
+        e = jw_uint_clamped(b, d->revisions[0].gen);
+    if (!e)
+        e = br_buf_append_str(b, ",\"ids\":[");
+    for (size_t i = 0; !e && i < d->n_revisions; i++) {
+        const struct br_rev *r = &d->revisions[i];
+        if (i)
+            e = br_buf_append_byte(b, ',');
+        if (!e)
+            e = jw_utf8_ok(r->hash, r->hash_len) ? jw_string(b, r->hash, r->hash_len) : JW_TREE;
+    }
+    return e ? e : br_buf_append_str(b, "]}");
+}
+
+/* The tree path: render, then dump. */
+static br_err jw_tree(const struct br_doc *d, br_buf *out, struct br_errbuf *eb)
+{
+    json_t *j = NULL;
+    br_err e = br_json_doc_render(d, &j, eb);
+    if (e)
+        return e;
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!s) {
+        br_errbuf_set(eb, "out of memory");
+        return BR_ENOMEM;
+    }
+    e = br_buf_append_str(out, s);
+    free(s);
+    return e;
+}
+
+static br_err jw_doc(const struct br_doc *d, br_buf *out, struct br_errbuf *eb)
+{
+    bool first = true;
+    br_err e = br_buf_append_byte(out, '{');
+    if (!e && d->id) {
+        e = jw_member(out, &first, "\"_id\":");
+        if (!e)
+            e = jw_utf8_ok(d->id, d->id_len) ? jw_string(out, d->id, d->id_len) : JW_TREE;
+    }
+    if (!e && (d->rev.gen || d->rev.hash_len)) {
+        e = jw_member(out, &first, "\"_rev\":");
+        if (!e)
+            e = jw_rev(out, &d->rev);
+    }
+    if (!e && d->body && d->body_len) {
+        struct br_cbor_reader r;
+        struct br_cbor_item it;
+        br_cbor_reader_init(&r, d->body, d->body_len);
+        if (br_cbor_next(&r, &it) || it.type != BR_CBOR_MAP)
+            e = JW_TREE; /* the tree path names the error */
+        else
+            e = jw_members(&r, it.len, BR_CBOR_MAX_DEPTH - 1, out, true, &first, eb);
+        if (!e && !br_cbor_at_end(&r))
+            e = br_fail(eb, BR_EPROTO, "trailing bytes after the CBOR value");
+    }
+    if (!e && d->deleted)
+        e = jw_member(out, &first, "\"_deleted\":true");
+    if (!e && d->n_atts)
+        e = jw_attachments(out, &first, d);
+    if (!e && d->n_revisions)
+        e = jw_revisions(out, &first, d);
+    if (!e && d->n_conflicts)
+        e = jw_rev_array(out, &first, "\"_conflicts\":", d->conflicts, d->n_conflicts);
+    if (!e && d->n_deleted_conflicts)
+        e = jw_rev_array(out, &first, "\"_deleted_conflicts\":", d->deleted_conflicts,
+                         d->n_deleted_conflicts);
+    return e ? e : br_buf_append_byte(out, '}');
+}
+
+br_err br_json_doc_write(const struct br_doc *d, br_buf *out, struct br_errbuf *eb)
+{
+    size_t at = out->len;
+    br_err e = jw_doc(d, out, eb);
+    if (e == JW_TREE) {
+        out->len = at;
+        e = jw_tree(d, out, eb);
+    }
+    if (e) {
+        out->len = at;
+        if (e == BR_ENOMEM)
+            br_errbuf_set(eb, "out of memory");
+    }
+    return e;
+}

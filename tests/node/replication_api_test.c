@@ -173,3 +173,145 @@ Test(repl, bulk_get_attachments_inline_or_stub)
     cr_expect_null(json_object_get(att, "data"));
     resp_fini(&r);
 }
+
+/* ---- the _bulk_get and _changes text against the jansson path ---- */
+
+static void pct(const char *s, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; *s && n + 4 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_')
+            out[n++] = (char)c;
+        else
+            n += (size_t)snprintf(out + n, cap - n, "%%%02X", c);
+    }
+    out[n] = 0;
+}
+
+/* GET /w/{id}?open_revs=["rev"]&... (answered through the jansson tree): its text, without the
+ * final newline. Caller frees. */
+static char *open_revs_text(const char *id, const char *rev, const char *args)
+{
+    char eid[512], path[1024], revs[128];
+    pct(id, eid, sizeof eid);
+    snprintf(revs, sizeof revs, "[\"%s\"]", rev);
+    char prevs[256];
+    pct(revs, prevs, sizeof prevs);
+    snprintf(path, sizeof path, "/w/%s?open_revs=%s%s", eid, prevs, args);
+    struct resp r;
+    cr_assert_eq(get(&r, path), 200, "%s: %s", path, r.body);
+    cr_assert(r.body_len > 0 && r.body[r.body_len - 1] == '\n');
+    char *t = strndup(r.body, r.body_len - 1);
+    resp_fini(&r);
+    return t;
+}
+
+/* Documents of every shape a replicator meets: escapes and unicode in ids and bodies, reals,
+ * conflicts, a deletion, an attachment stub. Fills ids/revs (static texts) and returns n. */
+static size_t make_shapes(const char **ids, char revs[][64], size_t cap)
+{
+    struct resp r;
+    make_db("w");
+    cr_assert_eq(post_json(&r, "/w/_bulk_docs",
+                           "{\"new_edits\":false,\"docs\":["
+                           "{\"_id\":\"c\",\"_rev\":\"1-aa\",\"v\":\"peer-a\"},"
+                           "{\"_id\":\"c\",\"_rev\":\"1-bb\",\"v\":\"peer-b\"},"
+                           "{\"_id\":\"x\",\"_rev\":\"2-dd\",\"_deleted\":true,"
+                           "\"_revisions\":{\"start\":2,\"ids\":[\"dd\",\"cc\"]}}]}"),
+                 201, "%s", r.body);
+    resp_fini(&r);
+    static const char *const shapes[][2] = {
+        {"sensor", "{\"type\":\"sensor\",\"site\":\"site-1\",\"value\":61.958,\"ts\":1700000001000,"
+                   "\"tags\":[\"blue\",\"red\",\"hot\"],\"n\":-3,\"r\":[0.1,1e300,-0.0,100.0]}"},
+        {"caf\xc3\xa9 \xe4\xb8\xad \"q\"", "{\"s\":\"\\\"\\\\/\\b\\f\\n\\r\\t\\u0001\\u001f\","
+                                           "\"u\":\"\\u00e9\\u2028\\ud83d\\ude00\","
+                                           "\"k\\u00e9y\":{\"\":[{},[]]},\"nul\":null}"},
+        {"att", "{\"_attachments\":{\"n \\\"1\\\".txt\":{\"content_type\":\"text/plain\","
+                "\"data\":\"aGVsbG8=\"},\"b.bin\":{\"data\":\"AAE=\"}},\"t\":true}"},
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0] && n < cap; i++, n++) {
+        char eid[256], path[300];
+        pct(shapes[i][0], eid, sizeof eid);
+        snprintf(path, sizeof path, "/w/%s", eid);
+        put_doc(path, shapes[i][1], revs[n], 64);
+        ids[n] = shapes[i][0];
+    }
+    ids[n] = "c";
+    snprintf(revs[n++], 64, "1-aa");
+    ids[n] = "c";
+    snprintf(revs[n++], 64, "1-bb");
+    ids[n] = "x";
+    snprintf(revs[n++], 64, "2-dd");
+    return n;
+}
+
+Test(repl, bulk_get_text_is_the_jansson_paths_text)
+{
+    const char *ids[8];
+    char revs[8][64];
+    size_t n = make_shapes(ids, revs, 8);
+    for (int latest = 0; latest < 2; latest++) {
+        for (int with_revs = 0; with_revs < 2; with_revs++) {
+            char args[64];
+            snprintf(args, sizeof args, "%s%s", with_revs ? "&revs=true" : "",
+                     latest ? "&latest=true" : "");
+            char req_body[4096] = "{\"docs\":[", want[16384] = "{\"results\":[";
+            for (size_t i = 0; i < n; i++) {
+                json_t *idj = json_string(ids[i]);
+                char *idt = json_dumps(idj, JSON_ENCODE_ANY | JSON_COMPACT);
+                char *docs = open_revs_text(ids[i], revs[i], args);
+                size_t rl = strlen(req_body), wl = strlen(want);
+                snprintf(req_body + rl, sizeof req_body - rl, "%s{\"id\":%s,\"rev\":\"%s\"}",
+                         i ? "," : "", idt, revs[i]);
+                snprintf(want + wl, sizeof want - wl, "%s{\"id\":%s,\"docs\":%s}", i ? "," : "",
+                         idt, docs);
+                free(docs);
+                free(idt);
+                json_decref(idj);
+            }
+            strcat(req_body, "]}");
+            strcat(want, "]}\n");
+            char path[128];
+            snprintf(path, sizeof path, "/w/_bulk_get?x=1%s", args);
+            struct resp r;
+            cr_assert_eq(post_json(&r, path, req_body), 200, "%s", r.body);
+            cr_expect(r.body_len == strlen(want) && memcmp(r.body, want, r.body_len) == 0,
+                      "%s\n got %.*s\nwant %s", args, (int)r.body_len, r.body, want);
+            resp_fini(&r);
+        }
+    }
+}
+
+Test(repl, changes_doc_text_is_the_jansson_paths_text)
+{
+    const char *ids[8];
+    char revs[8][64];
+    size_t n = make_shapes(ids, revs, 8);
+    struct resp r;
+    cr_assert_eq(get(&r, "/w/_changes?style=all_docs&include_docs=true"), 200, "%s", r.body);
+    cr_assert(r.json != NULL, "%s", r.body);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ids[i], "c") == 0)
+            continue; /* the row's doc is the winner's */
+        char *docs = open_revs_text(ids[i], revs[i], "");
+        cr_assert(strncmp(docs, "[{\"ok\":", 7) == 0 && strlen(docs) > 9, "%s", docs);
+        /* "doc": then the ok document, then the row's closing brace */
+        char want[4096];
+        snprintf(want, sizeof want, "\"doc\":%.*s}", (int)(strlen(docs) - 9), docs + 7);
+        cr_expect(strstr(r.body, want) != NULL, "no %s in\n%s", want, r.body);
+        free(docs);
+    }
+    /* the rows themselves: all leaves of the conflicted doc, the deletion flagged */
+    cr_expect(strstr(r.body, "\"id\":\"c\",\"changes\":[{\"rev\":\"1-bb\"},{\"rev\":\"1-aa\"}]") !=
+                  NULL,
+              "%s", r.body);
+    cr_expect(strstr(r.body, "\"id\":\"x\",\"changes\":[{\"rev\":\"2-dd\"}],\"deleted\":true") !=
+                  NULL,
+              "%s", r.body);
+    cr_expect(strstr(r.body, "\"id\":\"caf\xc3\xa9 \xe4\xb8\xad \\\"q\\\"\"") != NULL, "%s",
+              r.body);
+    resp_fini(&r);
+}

@@ -3,6 +3,7 @@
  * into metadata and body (every "_" member and its errors), rendering of a read document, the
  * one-pass text converter (br_json_doc_parse_text) against the tree path it replaces, and
  * allocation torture of the converters with jansson routed through br_malloc. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -1115,4 +1116,318 @@ Test(json, text_parse_survives_every_allocation_failure)
         }
         br_json_doc_fini(&ref);
     }
+}
+
+/* ---- writing a read document as text (br_json_doc_write) ---- */
+
+/* The tree path's text for d (NULL when it fails), and its error. */
+static char *tree_text(const struct br_doc *d, br_err *err)
+{
+    json_t *j = NULL;
+    *err = br_json_doc_render(d, &j, NULL);
+    if (*err)
+        return NULL;
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!s)
+        *err = BR_ENOMEM;
+    return s;
+}
+
+/* br_json_doc_write appends the tree path's bytes after what out held, or fails as it does and
+ * leaves out as it was. */
+static void expect_write_like_tree(const struct br_doc *d, const char *what)
+{
+    br_err want_e;
+    char *want = tree_text(d, &want_e);
+    br_buf out;
+    br_buf_init(&out, 0);
+    cr_assert(br_buf_append_str(&out, "prefix") == BR_OK);
+    struct br_errbuf eb = {{0}};
+    br_err e = br_json_doc_write(d, &out, &eb);
+    cr_assert(e == want_e, "%s: write gave %d, tree %d (%s)", what, e, want_e, eb.msg);
+    if (!e) {
+        cr_assert(out.len == 6 + strlen(want) && memcmp(out.data + 6, want, out.len - 6) == 0,
+                  "%s:\nwrite %.*s\ntree  %s", what, (int)(out.len - 6), (char *)out.data + 6,
+                  want);
+    } else {
+        cr_assert(out.len == 6, "%s: output left after an error", what);
+    }
+    jfree(want);
+    br_buf_fini(&out);
+}
+
+/* A document with d's metadata and the body of the JSON text `body` (the text path's CBOR). */
+static void expect_body_like_tree(struct br_doc *d, const char *body)
+{
+    struct br_json_doc jd;
+    struct br_errbuf eb = {{0}};
+    cr_assert(br_json_doc_parse_text(body, strlen(body), 0, NULL, &jd, &eb) == BR_OK, "%s: %s",
+              body, eb.msg);
+    d->body = jd.body.data;
+    d->body_len = jd.body.len;
+    expect_write_like_tree(d, body);
+    br_json_doc_fini(&jd);
+    d->body = NULL;
+    d->body_len = 0;
+}
+
+Test(json, doc_write_gives_the_tree_paths_text)
+{
+    struct sample s;
+    sample_init(&s);
+    expect_write_like_tree(&s.doc, "sample");
+    static const char *const bodies[] = {
+        "{}",
+        "{\"type\":\"sensor\",\"site\":\"site-1\",\"value\":61.958,\"ts\":1700000001000,"
+        "\"tags\":[\"blue\",\"red\",\"hot\"]}",
+        "{\"a\":{},\"b\":[],\"c\":[[]],\"d\":{\"e\":{\"f\":[1,{\"g\":null}]}}}",
+        "{\"t\":true,\"f\":false,\"n\":null,\"z\":0,\"m\":-1,\"neg\":-9223372036854775808,"
+        "\"pos\":9223372036854775807,\"u8\":255,\"u16\":65536}",
+        "{\"r\":[0.1,0.5,1.5,-0.0,0.0,1e300,-1e-300,1e21,1e22,123456789012345680000.0,"
+        "5e-324,1.7976931348623157e308,2.2250738585072014e-308,3.14159,100.0,1e-7,0.000001]}",
+        "{\"esc\":\"quote\\\" backslash\\\\ slash/ \\b\\f\\n\\r\\t \\u0001\\u001f\\u007f\"}",
+        "{\"uni\":\"h\\u00e9llo \\u2028\\u2029 \\ud83d\\ude00 \\u4e2d\\u6587 caf\\u00e9\","
+        "\"k\\u00e9y\\n\":\"v\",\"\":\"empty key\"}",
+        "{\"deep\":[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]}",
+        "{\"long\":\"0123456789012345678901234567890123456789012345678901234567890123456789\"}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        expect_body_like_tree(&s.doc, bodies[i]);
+        struct br_doc plain = {0};
+        plain.id = "doc-00000001";
+        plain.id_len = 12;
+        make_rev(&plain.rev, 1, "242960637ec692800a6f55a11ca16eb2");
+        expect_body_like_tree(&plain, bodies[i]);
+    }
+}
+
+Test(json, doc_write_covers_each_optional_part_alone)
+{
+    struct sample s;
+    sample_init(&s);
+    for (unsigned mask = 0; mask < 256; mask++) { /* every subset of the parts */
+        struct br_doc d = s.doc;
+        if (!(mask & 1))
+            d.id = NULL;
+        if (!(mask & 2))
+            memset(&d.rev, 0, sizeof d.rev);
+        if (!(mask & 4))
+            d.body = NULL, d.body_len = 0;
+        d.deleted = mask & 8;
+        if (!(mask & 16))
+            d.n_atts = 0;
+        if (!(mask & 32))
+            d.n_revisions = 0;
+        if (!(mask & 64))
+            d.n_conflicts = 0;
+        if (!(mask & 128))
+            d.n_deleted_conflicts = 0;
+        char what[32];
+        snprintf(what, sizeof what, "mask %u", mask);
+        expect_write_like_tree(&d, what);
+    }
+}
+
+Test(json, doc_write_attachment_stubs_like_the_tree)
+{
+    struct sample s;
+    sample_init(&s);
+    struct br_att_stub atts[3];
+    memset(atts, 0, sizeof atts);
+    atts[0] = s.att;
+    atts[1].name = "b \"quoted\"\n\xc3\xa9.bin";
+    atts[1].content_type = NULL; /* no content_type member */
+    atts[1].length = UINT64_MAX; /* clamped to int64 */
+    atts[1].revpos = 3;
+    memcpy(atts[1].digest, "md5-AAAA", 9);
+    atts[2].name = NULL; /* rendered as "" */
+    atts[2].content_type = "application/json; charset=\"utf-8\"";
+    s.doc.atts = atts;
+    s.doc.n_atts = 3;
+    expect_write_like_tree(&s.doc, "three stubs");
+    atts[2].name = "a.txt"; /* a repeated name: the tree keeps one */
+    expect_write_like_tree(&s.doc, "repeated name");
+    atts[2].name = "bad \xff utf-8";
+    expect_write_like_tree(&s.doc, "bad name");
+    atts[2].name = "c";
+    atts[2].content_type = "bad \xc3";
+    expect_write_like_tree(&s.doc, "bad content_type");
+}
+
+Test(json, doc_write_unicode_and_escapes_in_ids_and_keys)
+{
+    struct br_doc d = {0};
+    static const char *const ids[] = {"plain",        "sp ace/slash",
+                                      "q\"b\\",       "nl\ntab\t",
+                                      "\x01\x1f\x7f", "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80",
+                                      "_design/app",  "\xff bad"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        d.id = (char *)ids[i];
+        d.id_len = strlen(ids[i]);
+        make_rev(&d.rev, 7, "abc");
+        expect_write_like_tree(&d, ids[i]);
+    }
+    /* every control character and the ASCII range, in a key and in a value */
+    uint8_t body[512];
+    size_t n = 0;
+    body[n++] = 0xa1;
+    body[n++] = 0x78;
+    body[n++] = 128; /* text(128): bytes 0..127 */
+    for (unsigned c = 0; c < 128; c++)
+        body[n++] = (uint8_t)c;
+    body[n++] = 0x78;
+    body[n++] = 128;
+    for (unsigned c = 0; c < 128; c++)
+        body[n++] = (uint8_t)(127 - c);
+    d.body = body;
+    d.body_len = n;
+    expect_write_like_tree(&d, "ascii");
+}
+
+Test(json, doc_write_takes_the_tree_path_where_a_walk_would_differ)
+{
+    struct br_doc d = {0};
+    d.id = "x";
+    d.id_len = 1;
+    make_rev(&d.rev, 1, "a");
+    uint8_t b[64];
+    /* keys out of canonical order ({"b":1,"a":2}), and a duplicate ({"a":1,"a":2}) */
+    d.body = b;
+    d.body_len = hex("a2 61 62 01 61 61 02", b, sizeof b);
+    expect_write_like_tree(&d, "out of order");
+    d.body_len = hex("a2 61 61 01 61 61 02", b, sizeof b);
+    expect_write_like_tree(&d, "duplicate");
+    d.body_len = hex("a1 61 6b a2 61 61 01 61 61 02", b, sizeof b); /* nested duplicate */
+    expect_write_like_tree(&d, "nested duplicate");
+    /* top-level "_id", "_rev", "_deleted" and "_x" in the body */
+    d.body_len = hex("a2 61 61 01 63 5f 69 64 61 7a", b, sizeof b);
+    expect_write_like_tree(&d, "_id in body");
+    d.deleted = true;
+    d.body_len = hex("a1 68 5f 64 65 6c 65 74 65 64 f4", b, sizeof b);
+    expect_write_like_tree(&d, "_deleted in body");
+    d.deleted = false;
+    d.body_len = hex("a1 62 5f 78 01", b, sizeof b);
+    expect_write_like_tree(&d, "_x in body");
+}
+
+Test(json, doc_write_fails_like_the_tree_on_corrupt_bodies)
+{
+    struct br_doc d = {0};
+    d.id = "x";
+    d.id_len = 1;
+    uint8_t b[256];
+    d.body = b;
+    static const char *const bad[] = {
+        "82 01 02",                            /* not a map */
+        "a1 61",                               /* truncated */
+        "a1 61 61 01 00",                      /* trailing bytes */
+        "a1 01 02",                            /* key not text */
+        "a1 61 61 1b ff ff ff ff ff ff ff ff", /* > int64 */
+        "a1 61 61 3b ff ff ff ff ff ff ff ff", /* < -2^63 */
+        "a1 61 61 fb 7f f8 00 00 00 00 00 00", /* NaN */
+        "a1 61 61 f9 7c 00",                   /* infinity */
+        "a1 61 61 42 00 01",                   /* bytes */
+        "a1 61 61 62 c3 28",                   /* invalid UTF-8 */
+        "a1 61 61 f7",                         /* undefined */
+        "",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        d.body_len = hex(bad[i], b, sizeof b);
+        expect_write_like_tree(&d, bad[i]);
+    }
+    /* nesting: 63 arrays inside the body map pass, 64 fail */
+    for (size_t depth = 62; depth <= 65; depth++) {
+        size_t n = 0;
+        b[n++] = 0xa1;
+        b[n++] = 0x61;
+        b[n++] = 'a';
+        for (size_t k = 0; k < depth; k++)
+            b[n++] = 0x81;
+        b[n++] = 0x01;
+        d.body_len = n;
+        char what[32];
+        snprintf(what, sizeof what, "depth %zu", depth);
+        expect_write_like_tree(&d, what);
+    }
+}
+
+Test(json, doc_write_reals_like_jansson)
+{
+    struct br_doc d = {0};
+    uint8_t b[32];
+    d.body = b;
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        double v;
+        uint64_t bits = x;
+        if (i % 3 == 0) /* also short decimals, as sensors send */
+            v = (double)(int64_t)(x % 2000000) / 1000.0 - 1000.0;
+        else
+            memcpy(&v, &bits, sizeof v);
+        if (!isfinite(v))
+            continue;
+        br_buf enc;
+        br_buf_init(&enc, 0);
+        cr_assert(br_cbor_put_map(&enc, 1) == BR_OK && br_cbor_put_cstr(&enc, "v") == BR_OK &&
+                  br_cbor_put_double(&enc, v) == BR_OK);
+        memcpy(b, enc.data, enc.len);
+        d.body_len = enc.len;
+        br_buf_fini(&enc);
+        char what[48];
+        snprintf(what, sizeof what, "%.17g", v);
+        expect_write_like_tree(&d, what);
+    }
+}
+
+Test(json, doc_write_survives_every_allocation_failure)
+{
+    struct sample s;
+    sample_init(&s);
+    br_err want_e;
+    char *want = tree_text(&s.doc, &want_e);
+    cr_assert(want_e == BR_OK);
+    for (long fail = 0;; fail++) {
+        cr_assert(fail < 1000, "never succeeded");
+        br_buf out;
+        br_buf_init(&out, 0);
+        br_alloc_fail_after(fail);
+        br_err e = br_json_doc_write(&s.doc, &out, NULL);
+        br_alloc_fail_after(-1);
+        if (e == BR_OK) {
+            cr_assert(out.len == strlen(want) && memcmp(out.data, want, out.len) == 0);
+            br_buf_fini(&out);
+            break;
+        }
+        cr_assert(e == BR_ENOMEM, "fail=%ld gave %d", fail, e);
+        cr_assert(out.len == 0);
+        br_buf_fini(&out);
+    }
+    jfree(want);
+}
+
+Test(json, write_string_escapes_like_jansson_and_checks_utf8)
+{
+    static const char *const strs[] = {"", "abc", "a\"b\\c/d", "\b\f\n\r\t\x01\x1f\x7f",
+                                       "\xc3\xa9\xe2\x80\xa8\xf0\x9f\x98\x80"};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        json_t *j = json_string(strs[i]);
+        char *want = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        br_buf out;
+        br_buf_init(&out, 0);
+        cr_assert(br_json_write_string(&out, strs[i], strlen(strs[i])) == BR_OK);
+        cr_assert(out.len == strlen(want) && memcmp(out.data, want, out.len) == 0,
+                  "got %.*s want %s", (int)out.len, (char *)out.data, want);
+        br_buf_fini(&out);
+        jfree(want);
+        json_decref(j);
+    }
+    br_buf out;
+    br_buf_init(&out, 0);
+    cr_assert(br_json_write_string(&out, "a\xff", 2) == BR_EINVAL && out.len == 0);
+    cr_assert(br_json_write_string(&out, "\xed\xa0\x80", 3) == BR_EINVAL && out.len == 0);
+    cr_assert(br_json_write_string(&out, "a\0b", 3) == BR_OK);
+    cr_assert(out.len == 10 && memcmp(out.data, "\"a\\u0000b\"", 10) == 0);
+    br_buf_fini(&out);
 }
