@@ -10,9 +10,16 @@
 static atomic_long fail_after = -1; /* <0: never fail */
 static atomic_bool fail_once;       /* disarm after the one failure */
 static atomic_long count;
+/* Set by the first br_alloc_fail_after / br_alloc_fail_once call. Until then (a process that
+ * is no torture test: every production one) an allocation costs one relaxed load here, not an
+ * atomic add on a counter every thread shares (its cache line bounced between the writer and
+ * the delivery thread, and the locked add was most of the hook's cost, bench/store_bench.c). */
+static atomic_bool armed;
 
 static int should_fail(void)
 {
+    if (!atomic_load_explicit(&armed, memory_order_relaxed))
+        return 0;
     atomic_fetch_add(&count, 1);
     long f = atomic_load(&fail_after);
     if (f < 0)
@@ -28,6 +35,7 @@ static int should_fail(void)
 
 void br_alloc_fail_after(long n)
 {
+    atomic_store(&armed, true);
     atomic_store(&count, 0);
     atomic_store(&fail_once, false);
     atomic_store(&fail_after, n);
@@ -35,6 +43,7 @@ void br_alloc_fail_after(long n)
 
 void br_alloc_fail_once(long n)
 {
+    atomic_store(&armed, true);
     atomic_store(&count, 0);
     atomic_store(&fail_once, true);
     atomic_store(&fail_after, n);

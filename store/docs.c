@@ -106,7 +106,7 @@ static void tree_set_hash(uint8_t acc[16], const char *id, size_t id_len, const 
 /* ---- the write context ---- */
 
 struct wdoc {
-    char *id;
+    const char *id; /* borrowed from the batch's results (res[i].id), which outlive the wctx */
     size_t id_len;
     uint64_t hash;
     struct docrec rec;
@@ -138,7 +138,6 @@ static void wctx_fini(struct wctx *w)
     for (size_t i = 0; i < w->n; i++) {
         docrec_fini(&w->docs[i].rec);
         rocksdb_free(w->docs[i].raw);
-        br_free(w->docs[i].id);
     }
     br_free(w->docs);
     br_free(w->slots);
@@ -174,6 +173,14 @@ static br_err wctx_init(struct wctx *w, struct br_db *db, size_t expect)
     w->slots = br_calloc(w->nslots, sizeof *w->slots);
     if (!w->slots)
         return BR_ENOMEM;
+    /* Room for every document of the batch at once: growing by doubling copied a bulk batch's
+     * states seven times (bench/store_bench.c bulk phases). */
+    if (expect > 1) {
+        w->docs = br_calloc(expect, sizeof *w->docs);
+        if (!w->docs)
+            return BR_ENOMEM;
+        w->cap = expect;
+    }
     br_err e = att_batch_new(&w->ab);
     if (e)
         return e;
@@ -260,7 +267,8 @@ out:
     return e;
 }
 
-/* The batch's state of document id (the batch's i-th write), loading it on first touch. */
+/* The batch's state of document id (the batch's i-th write), loading it on first touch. The
+ * state borrows id, which must outlive w. */
 static br_err wctx_doc(struct wctx *w, const char *id, size_t id_len, size_t i, struct wdoc **out)
 {
     uint64_t h = XXH3_64bits(id, id_len);
@@ -290,9 +298,7 @@ static br_err wctx_doc(struct wctx *w, const char *id, size_t id_len, size_t i, 
     struct wdoc *d = &w->docs[w->n];
     memset(d, 0, sizeof *d);
     docrec_init(&d->rec);
-    d->id = br_strndup(id, id_len);
-    if (!d->id)
-        return BR_ENOMEM;
+    d->id = id;
     d->id_len = id_len;
     d->hash = h;
     br_err e = BR_OK;
@@ -307,10 +313,8 @@ static br_err wctx_doc(struct wctx *w, const char *id, size_t id_len, size_t i, 
         if (!e)
             e = store_get(w->db->s, CF_DOCS, w->key.data, w->key.len, &v, &vl);
     }
-    if (e) {
-        br_free(d->id);
+    if (e)
         return e;
-    }
     w->n++; /* from here on wctx_fini owns d */
     w->slots[j] = (uint32_t)w->n;
     if (v) {
@@ -330,6 +334,10 @@ static br_err wctx_doc(struct wctx *w, const char *id, size_t id_len, size_t i, 
     return BR_OK;
 }
 
+/* Add leaf rev with body to d's record. The leaf borrows body, which must outlive w: it is a
+ * put's body (or EMPTY_MAP), which the caller of br_db_bulk holds until the batch returns, and
+ * docrec_encode copies it into the record (a copy per leaf cost a malloc, a memcpy and a free
+ * per document, bench/store_bench.c). */
 static br_err leaf_add(struct wctx *w, struct wdoc *d, const struct br_rev *rev,
                        const uint8_t *body, size_t body_len, struct br_att_stub *atts,
                        size_t n_atts)
@@ -344,13 +352,8 @@ static br_err leaf_add(struct wctx *w, struct wdoc *d, const struct br_rev *rev,
     r->leaves = nl;
     struct leafdata *l = &nl[r->n_leaves];
     memset(l, 0, sizeof *l);
-    l->own = br_memdup(body, body_len);
-    if (!l->own) {
-        att_stubs_free(atts, n_atts);
-        return BR_ENOMEM;
-    }
     l->rev = *rev;
-    l->body = l->own;
+    l->body = body;
     l->body_len = body_len;
     l->atts = atts;
     l->n_atts = n_atts;
@@ -615,6 +618,10 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
     size_t n_pub = 0;
     struct index_batch ib;
     index_batch_init(&ib);
+    /* With subscriptions, the index's walk of a body also gathers its topics for subs_publish:
+     * one walk per body, not one for each (bench/query_bench.c part 2). */
+    struct subs_topics topics;
+    subs_topics_init(&topics);
     if (atomic_load(&db->n_subs)) {
         pub = br_calloc(w->n ? w->n : 1, sizeof *pub);
         if (!pub)
@@ -642,10 +649,20 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
         /* The path index follows the live winner; a deleted winner remembers the last live
          * body for filters (CHG-26). Bodies borrowed here live in d->raw or d->rec until the
          * batch is committed. */
+        /* what subscriptions see: the live body, or for a deletion the last live one (below) */
+        const uint8_t *pub_body = after.live ? after.body : before[i].live ? before[i].body : NULL;
+        size_t t_from = topics.n, t_len = topics.text.len;
+        bool tapped = false;
         e = index_update(db, &ib, d->id, d->id_len, before[i].body, before[i].body_len, after.body,
-                         after.body_len);
+                         after.body_len, pub_body, pub ? subs_topics_tap : NULL, &topics, &tapped);
         if (e)
             break;
+        if (topics.err) { /* out of memory for a topic: subs_publish walks this body itself */
+            topics.err = BR_OK;
+            topics.n = t_from;
+            topics.text.len = t_len;
+            tapped = false;
+        }
         if (after.live) {
             br_free(d->rec.gone_own);
             d->rec.gone_own = NULL;
@@ -663,7 +680,10 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
                                                 !after.live,
                                                 d->rec.seq,
                                                 after.live ? after.body : d->rec.gone,
-                                                after.live ? after.body_len : d->rec.gone_len};
+                                                after.live ? after.body_len : d->rec.gone_len,
+                                                tapped ? &topics : NULL,
+                                                t_from,
+                                                topics.n};
         }
         dg.last = d->rec.seq;
         changed++;
@@ -724,6 +744,7 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
         }
     }
     br_free(pub);
+    subs_topics_fini(&topics);
     br_buf_fini(&val);
     br_buf_fini(&ck);
     return e;
@@ -784,6 +805,14 @@ static br_err run_batch(struct br_db *db, const struct br_put *docs, size_t n,
     e = wctx_prefetch(&w, res, n);
     if (e)
         goto unlock;
+    if (n > 1) { /* one summary per document at most: no growth copies (as w.docs) */
+        before = br_calloc(n, sizeof *before);
+        if (!before) {
+            e = BR_ENOMEM;
+            goto unlock;
+        }
+        bcap = n;
+    }
     for (size_t i = 0; i < n; i++) {
         if (res[i].err)
             continue;

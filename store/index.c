@@ -127,12 +127,16 @@ struct upd {
     bool put;
     br_buf key;
     br_err err;
+    br_paths_cb tap; /* also shown every path of the body being walked, or NULL */
+    void *tap_arg;
 };
 
 static int posting(void *arg, const struct br_path_value *pv)
 {
     struct upd *u = arg;
     struct index_batch *ib = u->ib;
+    if (u->tap)
+        (void)u->tap(u->tap_arg, pv);
     if (!index_wants(u->db, pv->keys, pv->keys_len))
         return 0;
     br_err e = index_path_prefix(&u->key, u->db->dbid, pv->keys, pv->keys_len);
@@ -166,7 +170,8 @@ static int posting(void *arg, const struct br_path_value *pv)
 
 br_err index_update(struct br_db *db, struct index_batch *ib, const char *id, size_t id_len,
                     const uint8_t *old_body, size_t old_len, const uint8_t *new_body,
-                    size_t new_len)
+                    size_t new_len, const uint8_t *tap_body, br_paths_cb tap, void *tap_arg,
+                    bool *tapped)
 {
     if (old_body && new_body && old_len == new_len && memcmp(old_body, new_body, old_len) == 0)
         return BR_OK;
@@ -178,13 +183,23 @@ br_err index_update(struct br_db *db, struct index_batch *ib, const char *id, si
     /* Stored bodies were validated on the way in; a body that no longer parses (a corrupt
      * record) has no postings to remove, and br_db_check reports it. */
     if (old_body) {
+        bool t = tap && tap_body == old_body;
+        u.tap = t ? tap : NULL;
+        u.tap_arg = tap_arg;
         e = br_paths_foreach(old_body, old_len, posting, &u);
         if (e == BR_EPROTO)
             e = BR_OK;
+        if (t && tapped)
+            *tapped = true;
     }
     if (!e && !u.err && new_body) {
+        bool t = tap && tap_body == new_body;
         u.put = true;
+        u.tap = t ? tap : NULL;
+        u.tap_arg = tap_arg;
         e = br_paths_foreach(new_body, new_len, posting, &u);
+        if (t && tapped)
+            *tapped = true;
     }
     br_buf_fini(&u.key);
     return u.err ? u.err : e;
@@ -424,7 +439,7 @@ static br_err reindex_all(struct br_db *db, rocksdb_writebatch_t *wb)
             bool deleted;
             const uint8_t *body = docrec_filter_body(&r, &bl, &deleted);
             if (body && !deleted)
-                e = index_update(db, &ib, k + 4, kl - 4, NULL, 0, body, bl);
+                e = index_update(db, &ib, k + 4, kl - 4, NULL, 0, body, bl, NULL, NULL, NULL, NULL);
         }
         docrec_fini(&r);
         if (!e && ib.n > 65536) { /* bound memory: flush in key order chunk by chunk */

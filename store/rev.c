@@ -9,6 +9,7 @@
 #include "barrel/rev.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +162,16 @@ static bool rev_valid(const struct br_rev *r)
     return true;
 }
 
+/* sodium_init once per process: every call of it takes and releases libsodium's global lock,
+ * and br_rev_make runs once per document written. */
+static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
+static int sodium_ok;
+
+static void sodium_start(void)
+{
+    sodium_ok = sodium_init() >= 0;
+}
+
 /* Order of CBOR text strings by their encoded bytes: the head grows with the length, so this
  * is shorter first, then bytewise. */
 static int digest_cmp(const void *pa, const void *pb)
@@ -191,7 +202,8 @@ br_err br_rev_make(const struct br_rev *parent, bool deleted, const uint8_t *bod
             return BR_EBADREV;
         plen = br_rev_format(parent, ptext);
     }
-    if (sodium_init() < 0)
+    pthread_once(&sodium_once, sodium_start);
+    if (!sodium_ok)
         return BR_ECRYPTO;
     if (n_atts) {
         sorted = br_calloc(n_atts, sizeof *sorted);

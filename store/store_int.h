@@ -238,8 +238,23 @@ br_err att_sweep(br_store *s, const uint8_t dbid[4]);
 
 /* ---- subscriptions (subs.c) ---- */
 
+/* The topics of a batch's changes, gathered while index_update walks their bodies, so that one
+ * walk of a body serves the index and the subscriptions (docs.c commit): each topic is
+ * NUL-terminated in text at off[k]. */
+struct subs_topics {
+    br_buf text;
+    size_t *off;
+    size_t n, cap;
+    br_err err; /* a topic could not be kept: the change's walk is redone by subs_publish */
+};
+void subs_topics_init(struct subs_topics *t);
+void subs_topics_fini(struct subs_topics *t);
+/* A br_paths_cb appending pv's topic to arg (a struct subs_topics); never stops the walk. */
+int subs_topics_tap(void *arg, const struct br_path_value *pv);
+
 /* One committed document change, as subscriptions see it. body: the live winner's, or for a
- * deletion the last live body (may be NULL). */
+ * deletion the last live body (may be NULL). topics: when not NULL, the topics of body are
+ * topics->off[t_from, t_to) (gathered by the index's walk); else subs_publish walks body. */
 struct subs_change {
     const char *id;
     size_t id_len;
@@ -248,6 +263,8 @@ struct subs_change {
     struct br_hlc seq;
     const uint8_t *body;
     size_t body_len;
+    const struct subs_topics *topics;
+    size_t t_from, t_to;
 };
 /* Match committed changes against the subscriptions and queue events (under db->wmu, in
  * commit order; never blocks on subscribers). */
@@ -300,10 +317,13 @@ struct index_batch {
 void index_batch_init(struct index_batch *ib);
 void index_batch_fini(struct index_batch *ib);
 /* Queue the removal of old_body's postings and the addition of new_body's (either may be
- * NULL) for document id. A posting both bodies share is removed, then added again. */
+ * NULL) for document id. A posting both bodies share is removed, then added again. When
+ * tap_body is old_body or new_body (the same pointer) and that body is walked, tap is called
+ * with every path of it too and *tapped set; tap's return value is ignored. */
 br_err index_update(struct br_db *db, struct index_batch *ib, const char *id, size_t id_len,
                     const uint8_t *old_body, size_t old_len, const uint8_t *new_body,
-                    size_t new_len);
+                    size_t new_len, const uint8_t *tap_body, br_paths_cb tap, void *tap_arg,
+                    bool *tapped);
 /* The document id inside a posting key whose path prefix is plen bytes long (borrowed from
  * k); false for a malformed key. */
 bool index_posting_docid(const char *k, size_t kl, size_t plen, const char **id, size_t *len);

@@ -559,6 +559,67 @@ static int collect_topic(void *arg, const struct br_path_value *pv)
     return e != BR_OK;
 }
 
+void subs_topics_init(struct subs_topics *t)
+{
+    memset(t, 0, sizeof *t);
+    br_buf_init(&t->text, 0);
+}
+
+void subs_topics_fini(struct subs_topics *t)
+{
+    br_buf_fini(&t->text);
+    br_free(t->off);
+    memset(t, 0, sizeof *t);
+}
+
+int subs_topics_tap(void *arg, const struct br_path_value *pv)
+{
+    struct subs_topics *t = arg;
+    if (t->err)
+        return 0;
+    size_t at = t->text.len;
+    br_err e = br_path_topic(pv, &t->text);
+    if (!e)
+        e = br_buf_append(&t->text, "", 1);
+    if (!e && t->n == t->cap) {
+        size_t nc = t->cap ? t->cap * 2 : 64;
+        size_t *no = br_realloc(t->off, nc * sizeof *no);
+        if (!no) {
+            e = BR_ENOMEM;
+        } else {
+            t->off = no;
+            t->cap = nc;
+        }
+    }
+    if (e) {
+        t->err = e;
+        t->text.len = at;
+        return 0;
+    }
+    t->off[t->n++] = at;
+    return 0;
+}
+
+/* Room for n topic pointers in the registry's scratch (under db->wmu). */
+static bool topics_room(struct subs *sb, size_t n)
+{
+    if (n <= sb->tcap)
+        return true;
+    size_t nc = sb->tcap ? sb->tcap : 32;
+    while (nc < n)
+        nc *= 2;
+    size_t *no = br_realloc(sb->toff, nc * sizeof *no);
+    if (!no)
+        return false;
+    sb->toff = no;
+    char **nv = br_realloc(sb->tv, nc * sizeof *nv);
+    if (!nv)
+        return false;
+    sb->tv = nv;
+    sb->tcap = nc;
+    return true;
+}
+
 static int cstr_cmp(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -652,21 +713,34 @@ void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
     struct hits h = {.sb = sb, .v = sb->hits, .cap = sb->hits_cap};
     for (size_t i = 0; i < n; i++) {
         const struct subs_change *c = &chg[i];
-        br_buf_reset(&sb->tbuf);
         struct topics tp = {.t = &sb->tbuf, .off = sb->toff, .v = sb->tv, .cap = &sb->tcap};
-        if (c->body) {
-            br_err e = br_paths_foreach(c->body, c->body_len, collect_topic, &tp);
-            if (!tp.err && e == BR_ENOMEM)
-                tp.err = e;
+        if (c->topics) {
+            /* gathered by the index's walk of the same body (docs.c commit) */
+            const struct subs_topics *g = c->topics;
+            tp.n = c->t_to - c->t_from;
+            if (!topics_room(sb, tp.n)) {
+                br_log(BR_LOG_ERROR, "store", "op=publish db=%s msg=\"out of memory\"", db->name);
+                continue;
+            }
+            tp.v = sb->tv;
+            for (size_t t = 0; t < tp.n; t++)
+                tp.v[t] = (char *)g->text.data + g->off[c->t_from + t];
+        } else {
+            br_buf_reset(&sb->tbuf);
+            if (c->body) {
+                br_err e = br_paths_foreach(c->body, c->body_len, collect_topic, &tp);
+                if (!tp.err && e == BR_ENOMEM)
+                    tp.err = e;
+            }
+            sb->toff = tp.off;
+            sb->tv = tp.v;
+            if (tp.err) {
+                br_log(BR_LOG_ERROR, "store", "op=publish db=%s msg=\"out of memory\"", db->name);
+                continue;
+            }
+            for (size_t t = 0; t < tp.n; t++) /* the buffer no longer moves */
+                tp.v[t] = (char *)sb->tbuf.data + tp.off[t];
         }
-        sb->toff = tp.off;
-        sb->tv = tp.v;
-        if (tp.err) {
-            br_log(BR_LOG_ERROR, "store", "op=publish db=%s msg=\"out of memory\"", db->name);
-            continue;
-        }
-        for (size_t t = 0; t < tp.n; t++) /* the buffer no longer moves */
-            tp.v[t] = (char *)sb->tbuf.data + tp.off[t];
         topics_sort(tp.v, tp.n);
         sb->stamp++;
         h.n = 0;

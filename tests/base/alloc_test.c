@@ -196,3 +196,20 @@ Test(alloc, torture_loop_fails_each_allocation_in_turn)
     }
     br_alloc_fail_after(-1);
 }
+
+Test(alloc, nothing_is_counted_before_the_hook_is_first_armed)
+{
+    /* Criterion runs each test in a fresh process: the hook has never been armed here, so
+     * allocations cost no shared counter and the count stays 0 ... */
+    void *a = br_malloc(8);
+    void *b = br_strdup("x");
+    cr_assert(a != NULL && b != NULL);
+    cr_assert(eq(long, br_alloc_count(), 0));
+    /* ... until a test arms it, from which point every allocation counts. */
+    br_alloc_fail_after(-1);
+    void *c = br_calloc(2, 2);
+    cr_assert(eq(long, br_alloc_count(), 1));
+    br_free(a);
+    br_free(b);
+    br_free(c);
+}

@@ -708,3 +708,90 @@ Test(subs, close_during_a_batch_is_safe_and_final)
     }
     cr_expect_eq(br_db_sub_count(db), 0);
 }
+
+/* ---- topics gathered by the index's walk (docs.c commit) ---- */
+
+struct joined {
+    pthread_mutex_t mu;
+    char text[32][256]; /* per event: id, deleted flag, then every path, ';'-separated */
+    size_t n;
+};
+
+static void on_joined(void *arg, const struct br_sub_event *ev)
+{
+    struct joined *j = arg;
+    pthread_mutex_lock(&j->mu);
+    if (ev->kind == BR_SUB_CHANGE && j->n < 32) {
+        char *t = j->text[j->n++];
+        int k = snprintf(t, 256, "%.*s:%d", (int)ev->id_len, ev->id, ev->deleted);
+        for (size_t i = 0; i < ev->n_paths && k > 0 && k < 256; i++)
+            k += snprintf(t + k, 256 - (size_t)k, ";%s", ev->paths[i]);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+static size_t joined_n(struct joined *j)
+{
+    pthread_mutex_lock(&j->mu);
+    size_t n = j->n;
+    pthread_mutex_unlock(&j->mu);
+    return n;
+}
+
+/* Creates, an update to the same body (no index walk), updates, a deletion (paths of what it
+ * deleted) and a bulk batch with bad documents in the middle, in database `name` with the
+ * index policy given; returns the events one "#" subscription received. */
+static void run_topic_sequence(const char *name, int policy, struct joined *j)
+{
+    struct br_errbuf eb = {{0}};
+    cr_assert_eq(br_store_db_create(st, name, &eb), BR_OK, "%s", eb.msg);
+    br_db *saved = db;
+    cr_assert_eq(br_store_db_open(st, name, &db), BR_OK);
+    static const char *const some[] = {"type", "tags"};
+    if (policy == 1)
+        cr_assert_eq(br_db_set_index(db, true, NULL, 0, &eb), BR_OK, "%s", eb.msg);
+    else if (policy == 2)
+        cr_assert_eq(br_db_set_index(db, false, some, 2, &eb), BR_OK, "%s", eb.msg);
+    memset(j, 0, sizeof *j);
+    pthread_mutex_init(&j->mu, NULL);
+    const char *all[] = {"#"};
+    struct br_sub_opts o = {.patterns = all, .n_patterns = 1};
+    br_sub *s;
+    cr_assert_eq(br_db_subscribe(db, &o, on_joined, j, &s, &eb), BR_OK, "%s", eb.msg);
+    struct br_rev a1 = put("a", "{\"type\":\"t\",\"tags\":[\"x\",\"y\",\"x\"],\"n\":1.5}", NULL);
+    struct br_rev a2 = put("a", "{\"type\":\"t\",\"tags\":[\"x\",\"y\",\"x\"],\"n\":1.5}", &a1);
+    struct br_rev a3 = put("a", "{\"type\":\"u\",\"deep\":{\"k\":[null,true]}}", &a2);
+    put("b", "{\"v\":\"w\",\"z\":null}", NULL);
+    del("a", &a3);
+    struct br_put bp[4] = {
+        {.id = "c", .id_len = 1, .body = (const uint8_t *)"\xa1\x61k\x01", .body_len = 4},
+        {.id = "_bad", .id_len = 4, .body = (const uint8_t *)"\xa0", .body_len = 1},
+        {.id = "b", .id_len = 1, .body = (const uint8_t *)"\xa0", .body_len = 1}, /* conflict */
+        {.id = "d", .id_len = 1, .body = (const uint8_t *)"\xa1\x61k\x02", .body_len = 4},
+    };
+    struct br_put_result res[4];
+    cr_assert_eq(br_db_bulk(db, bp, 4, &NOSYNC, res), BR_OK);
+    cr_assert_eq(res[1].err, BR_EBADNAME);
+    cr_assert_eq(res[2].err, BR_ECONFLICT);
+    for (int i = 0; i < 500 && joined_n(j) < 7; i++)
+        usleep(10000);
+    usleep(20000);
+    cr_assert_eq(joined_n(j), 7, "%s: %zu events", name, joined_n(j));
+    br_sub_close(s);
+    br_db_close(db);
+    db = saved;
+}
+
+Test(subs, topics_from_the_index_walk_equal_a_walk_of_their_own)
+{
+    static struct joined none, all, some;
+    run_topic_sequence("none", 0, &none);
+    run_topic_sequence("all", 1, &all);
+    run_topic_sequence("some", 2, &some);
+    cr_expect_str_eq(none.text[0], "a:0;n/1.5;tags/x;tags/y;type/t");
+    cr_expect_str_eq(none.text[4], "a:1;deep/k/null;deep/k/true;type/u");
+    for (size_t i = 0; i < 7; i++) {
+        cr_expect_str_eq(all.text[i], none.text[i], "event %zu", i);
+        cr_expect_str_eq(some.text[i], none.text[i], "event %zu", i);
+    }
+}

@@ -25,7 +25,8 @@ void br_alloc_fail_after(long n);
  * ignores a failure and carries on would meet). br_alloc_fail_after(-1) also disarms it. */
 void br_alloc_fail_once(long n);
 /* Number of allocations made (failed ones included) since the last br_alloc_fail_after() or
- * br_alloc_fail_once() call. */
+ * br_alloc_fail_once() call; 0 in a process that never called either (allocations are counted
+ * only from the first such call on, so that production pays no shared atomic per allocation). */
 long br_alloc_count(void);
 
 #endif
