@@ -16,7 +16,8 @@
 #   bench/p2p_bench.sh [BUILD_DIR]          (default /tmp/p2p-rel; N=100000 W=200)
 #
 # POUCH=0 skips step 5; PULLS=k repeats the one-shot pull k times (default 1), each into a fresh
-# database on B, and prints every run and the best (the machine may be shared: compare best).
+# database on B, and prints every run and the best (the machine may be shared: compare best), and
+# the CPU time (utime + stime) of A and B per doc over the pull, which load disturbs less.
 #
 # Needs curl, python3 and node. Prints figures (and `uptime`); not a test.
 set -eu
@@ -46,10 +47,16 @@ for _ in $(seq 50); do curl -sf "$A/" >/dev/null && curl -sf "$B/" >/dev/null &&
 curl -sf -X PUT "$A/bench" >/dev/null
 curl -sf -X PUT "$B/bench" >/dev/null
 
-python3 - "$A" "$B" "$N" "$W" "$PA" "$PULLS" <<'PY'
-import http.client, json, random, sys, time, urllib.request
+python3 - "$A" "$B" "$N" "$W" "$PA" "$PULLS" "$NA" "$NB" <<'PY'
+import http.client, json, os, random, sys, time, urllib.request
 a, b, n, w, pa = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 pulls = int(sys.argv[6])
+pids = (sys.argv[7], sys.argv[8])
+
+def cpu_s(pid):
+    # utime + stime of a process, in seconds (fields 14 and 15 of /proc/PID/stat)
+    f = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 def call(base, method, path, body=None):
     req = urllib.request.Request(base + path, method=method,
@@ -85,9 +92,12 @@ for k in range(pulls):
     if tgt != "bench":
         call(b, "PUT", "/" + tgt)
     b0 = link_bytes(b)
+    c0 = [cpu_s(x) for x in pids]
     t = time.perf_counter()
     r = call(b, "POST", "/_replicate", {"source": src, "target": tgt})
     dt = time.perf_counter() - t
+    c1 = [cpu_s(x) for x in pids]
+    cpu = (c1[0] - c0[0], c1[1] - c0[1])
     h = r["history"][0]
     assert h["docs_written"] == n and call(b, "GET", "/" + tgt)["doc_count"] == n, r
     b1 = link_bytes(b)
@@ -96,10 +106,14 @@ for k in range(pulls):
     sent, recv = (b1[0] - b0[0]) / n, (b1[1] - b0[1]) / n
     wire = sent + recv
     if pulls > 1:
-        print("  pull %d seconds=%.2f docs_per_s=%.0f" % (k + 1, dt, n / dt))
+        print("  pull %d seconds=%.2f docs_per_s=%.0f cpu_us_per_doc A=%.2f B=%.2f" %
+              (k + 1, dt, n / dt, cpu[0] * 1e6 / n, cpu[1] * 1e6 / n))
     best = dt if best is None else min(best, dt)
+    best_cpu = cpu if k == 0 else tuple(min(x, y) for x, y in zip(best_cpu, cpu))
 print("one_shot_pull docs=%d seconds=%.2f docs_per_s=%.0f%s" %
       (n, best, n / best, " (best of %d)" % pulls if pulls > 1 else ""))
+print("one_shot_cpu_us_per_doc A=%.2f B=%.2f (source, target; best of each)" %
+      (best_cpu[0] * 1e6 / n, best_cpu[1] * 1e6 / n))
 print("wire_bytes_per_doc=%.1f (to_source=%.1f from_source=%.1f) cbor_bytes_per_doc=%.1f "
       "overhead_pct=%.1f" % (wire, sent, recv, cbor, (wire / cbor - 1) * 100))
 

@@ -202,7 +202,10 @@ static br_err open_ep(br_repmgr *m, const char *s, bool create, struct br_endpoi
             return br_fail(eb, BR_ECLOSED, "%s: this node's peer links are not running", s);
         return br_p2p_endpoint_open(p, peer, db, out, eb);
     }
-    struct br_endpoint_local_opts o = {.sync = BR_SYNC_FULL};
+    /* unsynced batches and checkpoints (a lost checkpoint only means reading a batch again;
+     * revsdiff makes that idempotent); the replicator commits once at the end of a run and
+     * whenever a continuous one has caught up */
+    struct br_endpoint_local_opts o = {.sync = BR_SYNC_NONE};
     br_err e = br_endpoint_local_new(m->store, s, &o, out, eb);
     if (e == BR_ENOTFOUND && create) {
         e = br_store_db_create(m->store, s, NULL);

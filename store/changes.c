@@ -664,3 +664,86 @@ void br_changes_stream_close(br_changes_stream *cs)
 {
     br_free(cs);
 }
+
+/* ---- revisions of many documents (replication's get_revs) ---- */
+
+br_err br_db_read_revs(br_db *db, const struct br_revs_want *docs, size_t n, br_rev_read_cb cb,
+                       void *arg)
+{
+    if (n == 0)
+        return BR_OK;
+    br_buf keys;
+    br_buf_init(&keys, 0);
+    const char **kp = br_calloc(n, sizeof *kp);
+    size_t *klen = br_calloc(n, sizeof *klen);
+    rocksdb_pinnableslice_t **vals = br_calloc(n, sizeof *vals);
+    char **errs = br_calloc(n, sizeof *errs);
+    br_err e = kp && klen && vals && errs ? BR_OK : BR_ENOMEM;
+    /* an id out of rule names no document: an empty key finds nothing */
+    for (size_t i = 0; !e && i < n; i++) {
+        size_t at = keys.len;
+        if (store_docid_valid(docs[i].id, docs[i].id_len)) {
+            e = br_buf_append(&keys, db->dbid, 4);
+            if (!e)
+                e = br_buf_append(&keys, docs[i].id, docs[i].id_len);
+        }
+        klen[i] = keys.len - at;
+    }
+    if (e)
+        goto out;
+    for (size_t i = 0, at = 0; i < n; at += klen[i++])
+        kp[i] = (const char *)keys.data + at;
+    rocksdb_batched_multi_get_cf(db->s->rdb, db->s->ro, db->s->cf[CF_DOCS], n, kp, klen, vals, errs,
+                                 false);
+    for (size_t i = 0; i < n; i++) {
+        br_err x = errs[i] ? store_rdb_err(errs[i], "read_revs") : BR_OK; /* frees errs[i] */
+        if (!e)
+            e = x;
+    }
+    int stop = 0;
+    for (size_t i = 0; i < n && !e && !stop; i++) {
+        struct docrec r;
+        size_t vl = 0;
+        const char *p = klen[i] && vals[i] ? rocksdb_pinnableslice_value(vals[i], &vl) : NULL;
+        docrec_init(&r);
+        if (p) {
+            e = docrec_decode((const uint8_t *)p, vl, &r);
+            if (e && e != BR_ENOMEM) {
+                br_log(BR_LOG_ERROR, "store", "op=read_revs db=%s doc=%.*s msg=\"corrupt record\"",
+                       db->name, (int)(docs[i].id_len > 64 ? 64 : docs[i].id_len), docs[i].id);
+                e = BR_ESTORE;
+            }
+        }
+        for (size_t j = 0; !e && !stop && j < docs[i].n; j++) {
+            struct br_rev_read rr = {.doc = i, .rev = docs[i].revs[j], .missing = true};
+            struct br_rev *hist = NULL;
+            uint32_t nh = 0;
+            uint32_t node = p ? br_revtree_find(&r.tree, &rr.rev) : BR_REVTREE_NONE;
+            struct leafdata *l = node != BR_REVTREE_NONE ? docrec_leaf(&r, &rr.rev) : NULL;
+            if (l) { /* a non-leaf has no body any more: missing, as for br_db_get_open_revs */
+                e = br_revtree_history(&r.tree, &rr.rev, db->revs_limit, &hist, &nh);
+                rr.missing = false;
+                rr.deleted = r.tree.nodes[node].deleted;
+                rr.body = l->body;
+                rr.body_len = l->body_len;
+                rr.history = hist;
+                rr.n_history = nh;
+                rr.atts = l->atts;
+                rr.n_atts = l->n_atts;
+            }
+            if (!e)
+                stop = cb(arg, &rr);
+            br_free(hist);
+        }
+        docrec_fini(&r);
+    }
+out:
+    for (size_t i = 0; vals && i < n; i++)
+        rocksdb_pinnableslice_destroy(vals[i]);
+    br_buf_fini(&keys);
+    br_free(errs);
+    br_free(vals);
+    br_free(klen);
+    br_free(kp);
+    return e;
+}

@@ -9,6 +9,11 @@
 
 #include "store_int.h"
 
+br_err br_store_sync(br_store *s)
+{
+    return store_sync(s, atomic_load(&s->written));
+}
+
 void docrec_init(struct docrec *r)
 {
     memset(r, 0, sizeof *r);

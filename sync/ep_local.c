@@ -1,11 +1,12 @@
 /* ep_local.c — the endpoint over a database of this node's store (endpoint.h).
  *
  * Each call maps onto the store's public API: changes with style=all_docs and the filters,
- * revsdiff, open_revs with history, bulk writes with new_edits=false, local documents, the
- * node's clock. Attachments are read whole into the caller's arena (the in-process transfer is
- * bounded by the store's own attachment sizes) and checked for presence by content key. Waiting
- * uses the store's watch: a writer's commit signals a condition variable, so a waiting
- * replication wakes on the write itself, never by polling. */
+ * revsdiff, the revisions of a batch with their history in one multi-get (br_db_read_revs), bulk
+ * writes with new_edits=false, local documents, the node's clock, and a commit (one fsync) for
+ * an endpoint that writes unsynced. Attachments are read whole into the caller's arena (the
+ * in-process transfer is bounded by the store's own attachment sizes) and checked for presence by
+ * content key. Waiting uses the store's watch: a writer's commit signals a condition variable, so a
+ * waiting replication wakes on the write itself, never by polling. */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -226,31 +227,31 @@ static br_err read_blob(struct local *l, const uint8_t key[32], uint64_t length,
 
 static const uint8_t EMPTY_MAP[1] = {0xa0};
 
-static br_err fill_revdoc(struct local *l, const struct br_doc *d, const char *const *have,
+/* Fill w (whose id and rev are set) from revision r as read, copying into the arena. */
+static br_err fill_revdoc(struct local *l, const struct br_rev_read *r, const char *const *have,
                           size_t n_have, bool data, br_wire_arena *a, struct br_wire_revdoc *w)
 {
-    w->rev = d->rev;
-    w->deleted = d->deleted;
-    if (d->body && d->body_len) {
-        w->body = br_wire_memdup(a, d->body, d->body_len);
-        w->body_len = d->body_len;
+    w->deleted = r->deleted;
+    if (r->body && r->body_len) {
+        w->body = br_wire_memdup(a, r->body, r->body_len);
+        w->body_len = r->body_len;
     } else {
         w->body = EMPTY_MAP;
         w->body_len = 1;
     }
-    if (d->n_revisions) {
-        w->history = br_wire_memdup(a, d->revisions, d->n_revisions * sizeof(struct br_rev));
-        w->n_history = d->n_revisions;
+    if (r->n_history) {
+        w->history = br_wire_memdup(a, r->history, r->n_history * sizeof(struct br_rev));
+        w->n_history = r->n_history;
     } else {
-        w->history = br_wire_memdup(a, &d->rev, sizeof d->rev);
+        w->history = br_wire_memdup(a, &r->rev, sizeof r->rev);
         w->n_history = 1;
     }
-    w->atts = br_wire_alloc(a, (d->n_atts ? d->n_atts : 1) * sizeof *w->atts);
+    w->atts = br_wire_alloc(a, (r->n_atts ? r->n_atts : 1) * sizeof *w->atts);
     if (!w->body || !w->history || !w->atts)
         return BR_ENOMEM;
-    w->n_atts = d->n_atts;
-    for (size_t i = 0; i < d->n_atts; i++) {
-        const struct br_att_stub *s = &d->atts[i];
+    w->n_atts = r->n_atts;
+    for (size_t i = 0; i < r->n_atts; i++) {
+        const struct br_att_stub *s = &r->atts[i];
         struct br_wire_att *t = &w->atts[i];
         t->name = br_wire_strndup(a, s->name, strlen(s->name));
         t->content_type = br_wire_strndup(a, s->content_type, strlen(s->content_type));
@@ -272,48 +273,59 @@ static br_err fill_revdoc(struct local *l, const struct br_doc *d, const char *c
     return BR_OK;
 }
 
+struct revs_arg {
+    struct local *l;
+    const struct br_wire_docrevs *in;
+    const char *const *have;
+    size_t n_have;
+    bool data;
+    br_wire_arena *a;
+    struct br_wire_revdoc *v;
+    size_t k, total;
+    br_err e;
+};
+
+static int revs_cb(void *arg, const struct br_rev_read *r)
+{
+    struct revs_arg *g = arg;
+    if (g->k >= g->total)
+        return 1;
+    const struct br_wire_docrevs *d = &g->in[r->doc];
+    struct br_wire_revdoc *w = &g->v[g->k++];
+    *w = (struct br_wire_revdoc){.id = d->id, .id_len = d->id_len, .rev = r->rev};
+    w->missing = r->missing;
+    if (!r->missing)
+        g->e = fill_revdoc(g->l, r, g->have, g->n_have, g->data, g->a, w);
+    w->rev_known = !w->missing; /* asked for by name: the wire may skip its hash */
+    return g->e != BR_OK;
+}
+
+/* All the revisions asked for are read with one multi-get (br_db_read_revs). */
 static br_err l_get_revs(void *ctx, const struct br_wire_docrevs *in, size_t n,
                          const char *const *have, size_t n_have, bool data, br_wire_arena *a,
                          struct br_wire_revdoc **out, size_t *n_out, struct br_errbuf *eb)
 {
     struct local *l = ctx;
-    size_t total = 0, k = 0;
+    size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += in[i].n_revs;
     struct br_wire_revdoc *v = br_wire_alloc(a, (total ? total : 1) * sizeof *v);
-    if (!v)
+    struct br_revs_want *want = br_calloc(n ? n : 1, sizeof *want);
+    if (!v || !want) {
+        br_free(want);
         return BR_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        struct br_open_rev *orv = NULL;
-        size_t nor = 0;
-        if (!in[i].n_revs)
-            continue;
-        br_err e = br_db_get_open_revs(l->db, in[i].id, in[i].id_len, in[i].revs, in[i].n_revs,
-                                       true, &orv, &nor);
-        if (e == BR_ENOTFOUND) {
-            for (size_t j = 0; j < in[i].n_revs; j++, k++)
-                v[k] = (struct br_wire_revdoc){
-                    .id = in[i].id, .id_len = in[i].id_len, .rev = in[i].revs[j], .missing = true};
-            continue;
-        }
-        if (e)
-            return br_fail(eb, e, "get_revs %.*s: %s", (int)(in[i].id_len > 64 ? 64 : in[i].id_len),
-                           in[i].id, br_strerror(e));
-        for (size_t j = 0; j < nor && k < total && !e; j++, k++) {
-            v[k] =
-                (struct br_wire_revdoc){.id = in[i].id, .id_len = in[i].id_len, .rev = orv[j].rev};
-            if (orv[j].missing || !orv[j].doc)
-                v[k].missing = true;
-            else
-                e = fill_revdoc(l, orv[j].doc, have, n_have, data, a, &v[k]);
-            v[k].rev_known = !v[k].missing; /* asked for by name: the wire may skip its hash */
-        }
-        br_open_revs_free(orv, nor);
-        if (e)
-            return br_fail(eb, e, "get_revs: reading a revision: %s", br_strerror(e));
     }
+    for (size_t i = 0; i < n; i++)
+        want[i] = (struct br_revs_want){in[i].id, in[i].id_len, in[i].revs, in[i].n_revs};
+    struct revs_arg g = {l, in, have, n_have, data, a, v, 0, total, BR_OK};
+    br_err e = br_db_read_revs(l->db, want, n, revs_cb, &g);
+    br_free(want);
+    if (!e)
+        e = g.e;
+    if (e)
+        return br_fail(eb, e, "get_revs on %s: %s", br_db_name(l->db), br_strerror(e));
     *out = v;
-    *n_out = k;
+    *n_out = g.k;
     return BR_OK;
 }
 
@@ -431,6 +443,17 @@ static br_err l_local_put(void *ctx, const char *id, const struct br_rev *rev, c
     return e;
 }
 
+static br_err l_commit(void *ctx, struct br_errbuf *eb)
+{
+    struct local *l = ctx;
+    if (l->sync == BR_SYNC_FULL)
+        return BR_OK; /* each write was synced before it was acknowledged */
+    br_err e = br_store_sync(l->s);
+    if (e)
+        br_errbuf_set(eb, "syncing %s: %s", br_db_name(l->db), br_strerror(e));
+    return e;
+}
+
 static br_err l_hlc_merge(void *ctx, struct br_hlc remote)
 {
     struct local *l = ctx;
@@ -505,6 +528,7 @@ static const struct br_endpoint_ops LOCAL_OPS = {
     .wait = l_wait,
     .interrupt = l_interrupt,
     .free = l_free,
+    .commit = l_commit,
 };
 
 br_err br_endpoint_local_new(br_store *s, const char *db, const struct br_endpoint_local_opts *o,

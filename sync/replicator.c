@@ -530,7 +530,9 @@ static void batch_free(struct batch *b)
  * not yet written. Two waits keep the replicator's promises: a batch with attachment stubs
  * asks the target which contents it lacks only once every earlier batch is written (so no
  * content travels twice), and a continuous run waits for the source's next change only once
- * everything read is written. */
+ * everything read is written. A target that writes unsynced (endpoint.h `commit`) is committed
+ * there, before that wait, and once at the end of the run: one fsync per run rather than one or
+ * two per batch. */
 struct pipe {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -790,6 +792,18 @@ out:
     return e;
 }
 
+/* Make the target's writes so far durable (endpoint.h `commit`), when it has the call. */
+static br_err commit(br_rep *r, struct br_errbuf *eb)
+{
+    struct br_endpoint *tgt = r->tgt;
+    if (!tgt->ops->commit)
+        return BR_OK;
+    pthread_mutex_lock(&r->tgt_mu);
+    br_err e = tgt->ops->commit(tgt->ctx, eb);
+    pthread_mutex_unlock(&r->tgt_mu);
+    return e;
+}
+
 struct reader {
     br_rep *r;
     struct pipe *p;
@@ -805,6 +819,7 @@ static void *reader_main(void *arg)
     struct br_errbuf *eb = &p->reader_eb;
     struct br_hlc since;
     char since_text[BR_REP_SEQ_MAX];
+    uint64_t committed = 0; /* batches written when the target last committed */
     br_err e = BR_OK;
     pthread_mutex_lock(&r->mu);
     since = r->stats.last_seq;
@@ -820,6 +835,16 @@ static void *reader_main(void *arg)
              * once everything read is written (so the wait is the source's only call) */
             if (!r->continuous || !pipe_drain(p))
                 break;
+            /* caught up: what the writer wrote becomes durable before the wait */
+            pthread_mutex_lock(&p->mu);
+            uint64_t written = p->written;
+            pthread_mutex_unlock(&p->mu);
+            if (written != committed) {
+                e = commit(r, eb);
+                if (e)
+                    break;
+                committed = written;
+            }
             pthread_mutex_lock(&r->src_mu);
             e = r->opaque ? r->src->ops->wait_opaque(r->src->ctx, since_text, r->idle_ms)
                           : r->src->ops->wait(r->src->ctx, since, r->idle_ms);
@@ -898,6 +923,7 @@ br_err br_rep_run(br_rep *r, struct br_errbuf *eb)
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.cv, NULL);
     struct reader rd = {r, &p};
+    bool dirty = false; /* the writer wrote batches since the target's last commit */
     pthread_t th;
     if (pthread_create(&th, NULL, reader_main, &rd) != 0) {
         e = br_fail(eb, BR_ENOMEM, "cannot start the replication's reader thread");
@@ -919,8 +945,10 @@ br_err br_rep_run(br_rep *r, struct br_errbuf *eb)
         pthread_mutex_unlock(&p.mu);
         if (!b)
             break;
-        e = atomic_load(&r->cancelled) ? BR_OK : write_batch(r, b, eb);
+        bool wrote = !atomic_load(&r->cancelled); /* a cancelled run writes nothing more */
+        e = wrote ? write_batch(r, b, eb) : BR_OK;
         batch_free(b);
+        dirty = dirty || wrote;
         pthread_mutex_lock(&p.mu);
         p.written++;
         if (e || atomic_load(&r->cancelled))
@@ -937,6 +965,11 @@ br_err br_rep_run(br_rep *r, struct br_errbuf *eb)
         pthread_mutex_unlock(&p.mu);
     }
     pthread_join(th, NULL);
+    if (dirty) { /* the run's writes, even those before an error, become durable */
+        br_err ce = commit(r, e ? NULL : eb);
+        if (!e)
+            e = ce;
+    }
     for (struct batch *b = p.head, *n; b; b = n) {
         n = b->next;
         batch_free(b);

@@ -361,7 +361,8 @@ static br_err rd_map_value(struct dec *d, const char *key, const uint8_t **out, 
     if ((*start >> 5) != 5)
         return bad(d, "%s must be a map", key);
     if (br_cbor_skip(&d->r, BR_CBOR_MAX_DEPTH) != BR_OK)
-        return bad(d, "%s is malformed CBOR or nested deeper than %d", key, BR_CBOR_MAX_DEPTH);
+        return bad(d, "%s is malformed CBOR or too deeply nested (past %d levels)", key,
+                   BR_CBOR_MAX_DEPTH);
     size_t n = (size_t)(d->r.p - start);
     struct br_errbuf eb2;
     if (br_cbor_doc_validate(start, n, BR_CBOR_MAX_DEPTH, &eb2) != BR_OK)
@@ -987,6 +988,31 @@ static br_err scan_header(struct dec *d, enum br_wire_type *type, uint64_t *rid,
     return BR_OK;
 }
 
+/* The header when the map's first two keys are "type" (a known type) and "rid", as this encoder
+ * writes them: read in O(1), so the body is walked once (by decode_body, which also refuses
+ * duplicate keys and, with decode_plain, trailing bytes). false: leave it to scan_header, which
+ * reports what is wrong. */
+static bool quick_header(const uint8_t *p, size_t n, enum br_wire_type *type, uint64_t *rid)
+{
+    struct br_cbor_reader r;
+    struct br_cbor_item it, k, v;
+    br_cbor_reader_init(&r, p, n);
+    if (br_cbor_next(&r, &it) || it.type != BR_CBOR_MAP || it.len < 2 || it.len > 32 ||
+        br_cbor_next(&r, &k) || br_cbor_next(&r, &v) || k.type != BR_CBOR_TEXT || k.len != 4 ||
+        memcmp(k.str, "type", 4) != 0 || v.type != BR_CBOR_TEXT)
+        return false;
+    enum br_wire_type t = 0;
+    for (size_t i = 1; i < N_TYPES && !t; i++)
+        if (strlen(TYPE_NAMES[i]) == v.len && memcmp(TYPE_NAMES[i], v.str, v.len) == 0)
+            t = (enum br_wire_type)i;
+    if (!t || br_cbor_next(&r, &k) || br_cbor_next(&r, &v) || k.type != BR_CBOR_TEXT ||
+        k.len != 3 || memcmp(k.str, "rid", 3) != 0 || v.type != BR_CBOR_UINT)
+        return false;
+    *type = t;
+    *rid = v.u;
+    return true;
+}
+
 static br_err decode_body(struct dec *d, struct br_wire_msg *m)
 {
     const struct keys *k = &TYPE_KEYS[m->type];
@@ -1270,6 +1296,8 @@ static br_err decode_plain(const uint8_t *p, size_t n, enum br_wire_type type, u
     struct dec d = {.eb = eb, .where = "message", .a = &m->arena};
     br_cbor_reader_init(&d.r, p, n);
     br_err e = decode_body(&d, m);
+    if (!e && !br_cbor_at_end(&d.r))
+        e = bad(&d, "trailing bytes after the message");
     if (e) {
         br_wire_msg_free(m);
         return e;
@@ -1292,8 +1320,12 @@ br_err br_wire_decode(const uint8_t *p, size_t n, struct br_wire_msg **out, uint
     if (!p || n == 0)
         return br_fail(eb, BR_EPROTO, "message: empty");
     struct dec d = {.eb = eb, .where = "message"};
-    br_cbor_reader_init(&d.r, p, n);
-    br_err e = scan_header(&d, &type, &rid, &has_rid);
+    br_err e = BR_OK;
+    has_rid = quick_header(p, n, &type, &rid);
+    if (!has_rid) {
+        br_cbor_reader_init(&d.r, p, n);
+        e = scan_header(&d, &type, &rid, &has_rid);
+    }
     if (has_rid && rid_out)
         *rid_out = rid;
     if (e)
@@ -1307,6 +1339,8 @@ br_err br_wire_decode(const uint8_t *p, size_t n, struct br_wire_msg **out, uint
     size_t plain_len = 0;
     br_cbor_reader_init(&d.r, p, n);
     e = rd_envelope(&d, &zp, &zn);
+    if (!e && !br_cbor_at_end(&d.r))
+        e = bad(&d, "trailing bytes after the message");
     if (!e)
         e = z_open(&d, zp, zn, &plain, &plain_len);
     if (e)
@@ -1315,8 +1349,11 @@ br_err br_wire_decode(const uint8_t *p, size_t n, struct br_wire_msg **out, uint
     uint64_t irid = 0;
     bool has_irid = false;
     d.where = "z content";
-    br_cbor_reader_init(&d.r, plain, plain_len);
-    e = scan_header(&d, &itype, &irid, &has_irid);
+    has_irid = quick_header(plain, plain_len, &itype, &irid);
+    if (!has_irid) {
+        br_cbor_reader_init(&d.r, plain, plain_len);
+        e = scan_header(&d, &itype, &irid, &has_irid);
+    }
     if (!e && itype == BR_WIRE_Z)
         e = bad(&d, "a z envelope inside a z envelope");
     if (!e && irid != rid)

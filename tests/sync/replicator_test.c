@@ -809,3 +809,239 @@ Test(rep, bad_options_are_refused)
     br_endpoint_free(s);
     br_endpoint_free(t);
 }
+
+/* ---- durability: unsynced writes, one commit ---- */
+
+/* A target wrapper that counts commits and the writes made after the last one. */
+struct counting {
+    struct br_endpoint *inner;
+    pthread_mutex_t mu;
+    int commits, puts, uncommitted;
+};
+
+static void counted_write(struct counting *c, bool commit)
+{
+    pthread_mutex_lock(&c->mu);
+    if (commit) {
+        c->commits++;
+        c->uncommitted = 0;
+    } else {
+        c->puts++;
+        c->uncommitted++;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static br_err cnt_revsdiff(void *ctx, const struct br_wire_docrevs *in, size_t n, br_wire_arena *a,
+                           struct br_wire_diff **out, size_t *n_out, struct br_errbuf *eb)
+{
+    struct counting *c = ctx;
+    return c->inner->ops->revsdiff(c->inner->ctx, in, n, a, out, n_out, eb);
+}
+
+static br_err cnt_atts_missing(void *ctx, const struct br_wire_att *atts, size_t n, bool *missing,
+                               struct br_errbuf *eb)
+{
+    struct counting *c = ctx;
+    return c->inner->ops->atts_missing(c->inner->ctx, atts, n, missing, eb);
+}
+
+static br_err cnt_put_revs(void *ctx, const struct br_wire_revdoc *docs, size_t n, br_err *results,
+                           struct br_errbuf *eb)
+{
+    struct counting *c = ctx;
+    counted_write(c, false);
+    return c->inner->ops->put_revs(c->inner->ctx, docs, n, results, eb);
+}
+
+static br_err cnt_local_get(void *ctx, const char *id, br_wire_arena *a, const uint8_t **body,
+                            size_t *len, struct br_rev *rev, struct br_errbuf *eb)
+{
+    struct counting *c = ctx;
+    return c->inner->ops->local_get(c->inner->ctx, id, a, body, len, rev, eb);
+}
+
+static br_err cnt_local_put(void *ctx, const char *id, const struct br_rev *rev,
+                            const uint8_t *body, size_t len, struct br_rev *new_rev,
+                            struct br_errbuf *eb)
+{
+    struct counting *c = ctx;
+    counted_write(c, false);
+    return c->inner->ops->local_put(c->inner->ctx, id, rev, body, len, new_rev, eb);
+}
+
+static br_err cnt_hlc_merge(void *ctx, struct br_hlc remote)
+{
+    struct counting *c = ctx;
+    return c->inner->ops->hlc_merge(c->inner->ctx, remote);
+}
+
+static br_err cnt_commit(void *ctx, struct br_errbuf *eb)
+{
+    struct counting *c = ctx;
+    br_err e = c->inner->ops->commit(c->inner->ctx, eb);
+    counted_write(c, true);
+    return e;
+}
+
+static const struct br_endpoint_ops COUNTING_OPS = {
+    .revsdiff = cnt_revsdiff,
+    .atts_missing = cnt_atts_missing,
+    .put_revs = cnt_put_revs,
+    .local_get = cnt_local_get,
+    .local_put = cnt_local_put,
+    .hlc_merge = cnt_hlc_merge,
+    .commit = cnt_commit,
+};
+
+static void counting_init(struct counting *c, struct br_endpoint *wrapper, int node)
+{
+    memset(c, 0, sizeof *c);
+    c->inner = ep(node);
+    pthread_mutex_init(&c->mu, NULL);
+    *wrapper = (struct br_endpoint){.ops = &COUNTING_OPS, .ctx = c};
+    snprintf(wrapper->name, sizeof wrapper->name, "%s", c->inner->name);
+}
+
+static void counting_fini(struct counting *c)
+{
+    br_endpoint_free(c->inner);
+    pthread_mutex_destroy(&c->mu);
+}
+
+Test(rep, a_one_shot_run_writes_unsynced_and_commits_once_at_the_end)
+{
+    for (int i = 0; i < 25; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "d%02d", i);
+        put_json(A, id, "{\"v\": 1}");
+    }
+    struct counting c;
+    struct br_endpoint t;
+    counting_init(&c, &t, B);
+    struct br_endpoint *s = ep(A);
+    struct br_rep_opts o = {.batch_size = 10};
+    br_rep *r = NULL;
+    struct br_errbuf eb = {{0}};
+    cr_assert_eq(br_rep_new(s, &t, &o, &r, &eb), BR_OK, "%s", eb.msg);
+    cr_assert_eq(br_rep_run(r, &eb), BR_OK, "%s", eb.msg);
+    cr_assert_eq(doc_count(B), 25);
+    cr_assert_eq(c.puts, 6, "3 batches and 3 checkpoints: %d writes", c.puts);
+    cr_assert_eq(c.commits, 1);
+    cr_assert_eq(c.uncommitted, 0, "the commit comes after the last write");
+    /* a run with nothing to write commits nothing */
+    cr_assert_eq(br_rep_run(r, &eb), BR_OK, "%s", eb.msg);
+    cr_assert_eq(c.commits, 1);
+    /* the target's store syncs on request */
+    cr_assert_eq(br_store_sync(st[B]), BR_OK);
+    br_rep_free(r);
+    br_endpoint_free(s);
+    counting_fini(&c);
+}
+
+Test(rep, a_continuous_run_commits_when_it_has_caught_up)
+{
+    struct counting c;
+    struct br_endpoint t;
+    counting_init(&c, &t, B);
+    struct br_endpoint *s = ep(A);
+    struct br_rep_opts o = {.continuous = true, .idle_check_ms = 600000};
+    struct cont k = {0};
+    cr_assert_eq(br_rep_new(s, &t, &o, &k.r, NULL), BR_OK);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, cont_main, &k), 0);
+    put_json(A, "live", "{}");
+    uint64_t t0 = now_ms();
+    for (;;) { /* written, then committed before the run waits again */
+        pthread_mutex_lock(&c.mu);
+        bool done = visible(B, "live") && c.commits >= 1 && c.uncommitted == 0;
+        pthread_mutex_unlock(&c.mu);
+        if (done)
+            break;
+        cr_assert_lt(now_ms() - t0, 2000, "no commit within 2 s");
+        struct timespec ms = {0, 1000000L};
+        nanosleep(&ms, NULL);
+    }
+    br_rep_cancel(k.r);
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    cr_assert_eq(k.err, BR_OK);
+    cr_assert_eq(c.uncommitted, 0);
+    br_rep_free(k.r);
+    br_endpoint_free(s);
+    counting_fini(&c);
+}
+
+/* ---- get_revs of the local endpoint: one multi-get for the batch ---- */
+
+/* Check entry w against what br_db_get_open_revs reads for (id, want). */
+static void same_as_open_revs(int node, const char *id, const struct br_rev *want,
+                              const struct br_wire_revdoc *w)
+{
+    struct br_open_rev *orv = NULL;
+    size_t n = 0;
+    br_err e = br_db_get_open_revs(db[node], id, strlen(id), want, 1, true, &orv, &n);
+    cr_assert_eq(w->id_len, strlen(id));
+    cr_assert(memcmp(w->id, id, w->id_len) == 0);
+    cr_assert(br_rev_eq(&w->rev, want));
+    if (e == BR_ENOTFOUND || orv[0].missing || !orv[0].doc) {
+        cr_assert(w->missing, "%s: missing", id);
+        cr_assert_not(w->rev_known);
+        br_open_revs_free(orv, n);
+        return;
+    }
+    cr_assert_eq(e, BR_OK);
+    const struct br_doc *d = orv[0].doc;
+    cr_assert_not(w->missing, "%s: present", id);
+    cr_assert(w->rev_known);
+    cr_assert_eq(w->deleted, d->deleted);
+    cr_assert_eq(w->body_len, d->body_len);
+    cr_assert(memcmp(w->body, d->body, d->body_len) == 0);
+    cr_assert_eq(w->n_history, d->n_revisions);
+    for (size_t i = 0; i < d->n_revisions; i++)
+        cr_assert(br_rev_eq(&w->history[i], &d->revisions[i]));
+    cr_assert_eq(w->n_atts, d->n_atts);
+    br_open_revs_free(orv, n);
+}
+
+Test(rep, local_get_revs_reads_a_batch_as_open_revs_does)
+{
+    /* x: 1 -> 2 (1 is no longer a leaf); y: a leaf; z: deleted; a conflict on y from B */
+    struct br_rev x1 = put_json(A, "x", "{\"v\": 1}");
+    char js[160], rt[BR_REV_TEXT_MAX];
+    br_rev_format(&x1, rt);
+    snprintf(js, sizeof js, "{\"_rev\":\"%s\",\"v\":2}", rt);
+    struct br_rev x2 = put_json(A, "x", js);
+    put_json(B, "y", "{\"from\": \"b\"}");
+    replicate(B, A);
+    struct br_rev yb = winner(A, "y");
+    struct br_rev ya = put_json(C, "y", "{\"from\": \"c\", \"n\": [1, 2]}");
+    replicate(C, A);
+    put_json(A, "z", "{}");
+    struct br_rev z2 = delete_doc(A, "z");
+    struct br_rev bogus;
+    cr_assert_eq(br_rev_parse("9-0123456789abcdef0123456789abcdef", 34, &bogus), BR_OK);
+    struct br_rev xrevs[] = {x2, x1, bogus}, yrevs[] = {ya, yb}, zrevs[] = {z2}, nrevs[] = {x1};
+    struct br_wire_docrevs in[] = {
+        {"x", 1, xrevs, 3},    {"nope", 4, nrevs, 1}, {"y", 1, yrevs, 2},
+        {"_bad", 4, nrevs, 1}, {"z", 1, zrevs, 1},    {"x", 1, xrevs, 0},
+    };
+    struct br_endpoint *e = ep(A);
+    br_wire_arena a = {0};
+    struct br_wire_revdoc *out = NULL;
+    size_t n = 0;
+    struct br_errbuf eb = {{0}};
+    cr_assert_eq(e->ops->get_revs(e->ctx, in, 6, NULL, 0, false, &a, &out, &n, &eb), BR_OK, "%s",
+                 eb.msg);
+    cr_assert_eq(n, 8, "one entry per revision asked for: %zu", n);
+    const char *ids[] = {"x", "x", "x", "nope", "y", "y", "_bad", "z"};
+    const struct br_rev *revs[] = {&x2, &x1, &bogus, &x1, &ya, &yb, &x1, &z2};
+    for (size_t i = 0; i < n; i++)
+        same_as_open_revs(A, ids[i], revs[i], &out[i]);
+    cr_assert_not(out[0].missing);
+    cr_assert(out[1].missing, "a non-leaf has no body");
+    cr_assert(out[2].missing && out[3].missing && out[6].missing);
+    cr_assert(!out[4].missing && !out[5].missing, "both leaves of a conflict");
+    cr_assert(out[7].deleted);
+    br_wire_arena_fini(&a);
+    br_endpoint_free(e);
+}

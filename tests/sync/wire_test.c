@@ -1517,3 +1517,88 @@ Test(wire, decode_of_an_envelope_survives_every_failed_allocation)
     br_buf_fini(&b);
     big_reply_free(m, &bodies);
 }
+
+/* The decoder reads type and rid at once when they come first (as the encoder writes them) and
+ * scans for them otherwise: every key order decodes to the same message, and what follows the
+ * quick header is still checked (duplicates, trailing bytes, also after an envelope). */
+Test(wire, type_and_rid_decode_in_any_key_order)
+{
+    static const char *const orders[][3] = {
+        {"type", "rid", "hlc"}, {"rid", "type", "hlc"}, {"hlc", "rid", "type"},
+        {"type", "hlc", "rid"}, {"hlc", "type", "rid"}, {"rid", "hlc", "type"},
+    };
+    for (size_t o = 0; o < sizeof orders / sizeof orders[0]; o++) {
+        struct w w;
+        w_init(&w);
+        w_map(&w, 3);
+        for (int k = 0; k < 3; k++) {
+            w_s(&w, orders[o][k]);
+            if (strcmp(orders[o][k], "type") == 0)
+                w_s(&w, "pong");
+            else if (strcmp(orders[o][k], "rid") == 0)
+                w_u(&w, 42);
+            else
+                w_hlc(&w);
+        }
+        struct br_wire_msg *m = NULL;
+        uint64_t rid = 0;
+        struct br_errbuf eb = {{0}};
+        cr_assert_eq(br_wire_decode(w.b.data, w.b.len, &m, &rid, &eb), BR_OK, "order %zu: %s", o,
+                     eb.msg);
+        cr_assert_eq(m->type, BR_WIRE_PONG, "order %zu", o);
+        cr_assert_eq(m->rid, 42, "order %zu", o);
+        cr_assert_eq(rid, 42, "order %zu", o);
+        br_wire_msg_free(m);
+        br_buf_fini(&w.b);
+    }
+    /* quick header, then a body that repeats them or runs past the map */
+    struct w w;
+    w_init(&w);
+    w_head(&w, 3, "pong");
+    w_s(&w, "rid");
+    w_u(&w, 7);
+    w_bad(&w, "duplicate key rid");
+    w_init(&w);
+    w_head(&w, 2, "pong");
+    w_bad(&w, "missing key hlc");
+    /* a request id the quick header read is reported with a bad body */
+    w_init(&w);
+    w_head(&w, 3, "changes");
+    w_s(&w, "db");
+    w_u(&w, 3);
+    struct br_wire_msg *m = NULL;
+    uint64_t rid = 0;
+    cr_assert_eq(br_wire_decode(w.b.data, w.b.len, &m, &rid, NULL), BR_EPROTO);
+    cr_assert_eq(rid, 1);
+    br_buf_fini(&w.b);
+    /* an envelope with bytes after its map */
+    br_buf in = ping_bytes(5);
+    struct zf f;
+    zf_begin(&f, true, in.len, false);
+    zf_block(&f, 0, in.data, in.len, true);
+    w_envelope(&w, 5, &f.b);
+    w_u(&w, 0);
+    w_bad(&w, "trailing");
+    /* an envelope whose content has its rid first and its type last */
+    br_buf_fini(&f.b);
+    struct w inner;
+    w_init(&inner);
+    w_map(&inner, 3);
+    w_s(&inner, "rid");
+    w_u(&inner, 5);
+    w_s(&inner, "hlc");
+    w_hlc(&inner);
+    w_s(&inner, "type");
+    w_s(&inner, "ping");
+    zf_begin(&f, true, inner.b.len, false);
+    zf_block(&f, 0, inner.b.data, inner.b.len, true);
+    w_envelope(&w, 5, &f.b);
+    m = dec_ok(&w.b);
+    cr_assert_eq(m->type, BR_WIRE_PING);
+    cr_assert_eq(m->rid, 5);
+    br_wire_msg_free(m);
+    br_buf_fini(&w.b);
+    br_buf_fini(&inner.b);
+    br_buf_fini(&f.b);
+    br_buf_fini(&in);
+}

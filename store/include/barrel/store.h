@@ -166,6 +166,10 @@ struct br_write_opts {
     bool new_edits; /* true: interactive writes; false: replicated revisions with history */
 };
 #define BR_WRITE_DEFAULT ((struct br_write_opts){BR_SYNC_FULL, true})
+/* Make every write committed so far durable: one WAL fsync, shared with concurrent ones (group
+ * commit); what a writer using BR_SYNC_NONE calls once after a series of writes. BR_ESTORE if
+ * RocksDB fails (logged). Thread: any, but it blocks on disk I/O: not the loop. */
+BR_NODISCARD br_err br_store_sync(br_store *s);
 
 /* Write one document. The return value is the document's error (also in res->err).
  * Errors: BR_ECONFLICT (stale or missing _rev), BR_EBADREV, BR_EBADNAME (id out of rule),
@@ -241,6 +245,34 @@ BR_NODISCARD br_err br_db_get_open_revs(br_db *db, const char *id, size_t id_len
                                         const struct br_rev *revs, size_t n, bool with_revs,
                                         struct br_open_rev **out, size_t *n_out);
 void br_open_revs_free(struct br_open_rev *r, size_t n);
+
+/* Revisions of many documents at once (replication's get_revs): one multi-get on one
+ * snapshot rather than a read per document. */
+struct br_revs_want {
+    const char *id;
+    size_t id_len;
+    const struct br_rev *revs;
+    size_t n;
+};
+/* One revision asked for, as read: borrowed, valid during the callback only. */
+struct br_rev_read {
+    size_t doc;        /* index of its document in the request */
+    struct br_rev rev; /* the revision asked for */
+    bool missing;      /* not held, or no longer a leaf (its body is gone) */
+    bool deleted;
+    const uint8_t *body; /* canonical CBOR map */
+    size_t body_len;
+    const struct br_rev *history; /* newest first (rev itself first), up to revs_limit */
+    size_t n_history;
+    const struct br_att_stub *atts;
+    size_t n_atts;
+};
+typedef int (*br_rev_read_cb)(void *arg, const struct br_rev_read *r);
+/* Call cb for each revision of docs[i].revs, in request order, with what br_db_get_open_revs
+ * would give (a document that does not exist: each revision missing). A non-zero return from cb
+ * stops the read (BR_OK). BR_ENOMEM, BR_ESTORE. Thread: any. */
+BR_NODISCARD br_err br_db_read_revs(br_db *db, const struct br_revs_want *docs, size_t n,
+                                    br_rev_read_cb cb, void *arg);
 
 /* revsdiff (CouchDB _revs_diff): which of the offered revisions this database lacks, and for
  * each document the local leaves that could be their ancestors. */

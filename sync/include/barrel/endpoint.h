@@ -81,6 +81,10 @@ struct br_endpoint_ops {
                              const struct br_wire_filter *f, br_endpoint_change_cb cb, void *arg,
                              br_wire_arena *a, const char **last, bool *more, struct br_errbuf *eb);
     br_err (*wait_opaque)(void *ctx, const char *since, uint64_t timeout_ms);
+    /* Optional (CouchDB's _ensure_full_commit): make every write this endpoint acknowledged so
+     * far (put_revs, local_put) durable. NULL: writes are as durable as the endpoint makes them
+     * when it acknowledges them. */
+    br_err (*commit)(void *ctx, struct br_errbuf *eb);
 };
 
 /* An endpoint: its ops, their context, and a stable name ("<node>/<db>") that identifies it in
@@ -96,8 +100,11 @@ void br_endpoint_free(struct br_endpoint *ep); /* NULL is a no-op */
 /* ---- the local store endpoint ---- */
 
 struct br_endpoint_local_opts {
-    const char *node;  /* this node's id (part of the endpoint's name); NULL: "local" */
-    enum br_sync sync; /* durability of replicated writes and checkpoints (default FULL) */
+    const char *node; /* this node's id (part of the endpoint's name); NULL: "local" */
+    /* Durability of replicated writes and checkpoints (default FULL: each fsync'd). With NONE
+     * they are written unsynced, in order (a crash keeps a prefix of them, so a checkpoint never
+     * outlives the revisions it counts), and `commit` fsyncs them. */
+    enum br_sync sync;
 };
 
 /* An endpoint over database `db` of store `s` (s must outlive it). BR_ENOTFOUND if the
