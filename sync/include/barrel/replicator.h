@@ -34,7 +34,7 @@
 #include "barrel/err.h"
 #include "barrel/hlc.h"
 
-#define BR_REP_DEFAULT_BATCH 500
+#define BR_REP_DEFAULT_BATCH 1000
 #define BR_REP_MAX_BATCH BR_WIRE_MAX_ITEMS
 #define BR_REP_CHECKPOINT_HISTORY 20
 #define BR_REP_ID_LEN 32    /* hex digits */
