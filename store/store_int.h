@@ -266,9 +266,14 @@ struct subs_change {
     const struct subs_topics *topics;
     size_t t_from, t_to;
 };
-/* Match committed changes against the subscriptions and queue events (under db->wmu, in
- * commit order; never blocks on subscribers). */
+/* Queue committed changes for the subscriptions' delivery thread, which matches them (under
+ * db->wmu, in commit order; never blocks on subscribers: with the change FIFO full, it matches
+ * the oldest queued changes itself). */
 void subs_publish(struct br_db *db, const struct subs_change *c, size_t n);
+/* Tests: bound the change FIFO of db's subscriptions (registered already) to max changes (0:
+ * the default); how many changes writers matched themselves because the FIFO was full. */
+void subs_test_fifo_max(struct br_db *db, size_t max);
+uint64_t subs_test_writer_matched(struct br_db *db);
 /* Stop the delivery thread and free the registry (at the last br_db_close). */
 void subs_release(struct br_db *db);
 

@@ -1,14 +1,22 @@
 /* subs.c — live subscriptions (subs.h).
  *
- * Per database: a registry holding every subscription and one pattern trie whose values are
- * subscriptions; a delivery thread started with the first subscription. Writers call
- * subs_publish under db->wmu right after a commit: for each changed document they compute its
- * topics once (in scratch that db->wmu guards), walk the trie per topic under sb->trie_mu, mark
- * each subscription hit (a per-publish stamp dedupes), check query subscriptions against the
- * body, and only then take sb->mu to append an event to each hit subscription's bounded ring.
- * sb->mu, which the delivery thread shares, is so held for a few stores per change, not for the
- * whole match (bench/query_bench.c part 2: a writer holding it for the match kept the delivery
- * thread waiting, and the futex sleeps and wake-ups of both sides were a sixth of a publish).
+ * Per database: a registry holding every subscription, one pattern trie whose values are
+ * subscriptions, a bounded FIFO of committed changes, and a delivery thread started with the
+ * first subscription. Writers call subs_publish under db->wmu right after a commit: for each
+ * changed document they copy its id, revision, seq and topics (gathered by the index's walk, or
+ * walked here) into one block, plus the body when query subscriptions exist, and append it to
+ * the FIFO under sb->mu, waking the delivery thread only if it sleeps. The delivery thread pops
+ * changes in order and matches them (match_pending): it sorts the topics, walks the trie per
+ * topic under sb->trie_mu, marks each subscription hit (a per-change stamp dedupes), checks
+ * query subscriptions against the body, and then takes sb->mu once per batch to append the
+ * block, now the shared event, to each hit subscription's bounded ring (bench/query_bench.c
+ * part 2: matching on the writer was a fifth of a write). Matching is serialised by trie_mu and
+ * takes changes from the FIFO in order, so events reach every ring in commit order. When the
+ * FIFO is full (the delivery thread is held up by a slow callback) the writer matches a batch
+ * of the oldest changes itself, by the same path, before appending: it never waits for
+ * subscribers and nothing is lost or reordered. Each change carries a ticket (its rank in the
+ * FIFO) and each subscription the last ticket given when it registered: a change committed
+ * before a subscription, still in the FIFO when it registers, is not delivered to it.
  * Both locks are taken by spinning briefly first (lock_briefly). Lock order: db->wmu,
  * sb->trie_mu, sb->mu. The delivery thread pops events and calls callbacks without holding
  * either; `busy` marks the subscription whose callback runs, and br_sub_close waits on it
@@ -25,18 +33,21 @@
 
 #include "store_int.h"
 
-/* The event of one change, built once by the writer and shared (refcounted) by every
- * subscription it hit: this head, then the id (NUL-terminated), the topic pointers and the
- * topic text, in one allocation (ev_make). A subscription's ring holds only the pointer, so a
- * change hitting nine subscriptions writes one block and nine words, not nine copies that the
- * delivery thread, on the other core, then pulls across (bench/query_bench.c part 2). */
+/* One change, copied once by the writer into the FIFO, then matched and shared (refcounted) as
+ * the event of every subscription it hit: this head, then the id (NUL-terminated), the topic
+ * pointers, the topic text and, for query subscriptions, the body, in one allocation
+ * (ev_make). A subscription's ring holds only the pointer, so a change hitting nine
+ * subscriptions is one block and nine words (bench/query_bench.c part 2). */
 struct ev_head {
     atomic_int refs;
     bool deleted;
-    size_t id_len, n_paths;
+    size_t id_len, n_paths, body_len;
     struct br_rev rev;
     struct br_hlc seq;
-    const char **paths;
+    const char **paths;   /* sorted by the matcher */
+    const uint8_t *body;  /* NULL: none, or no query subscription when it was queued */
+    uint64_t ticket;      /* rank in the FIFO (sb->ticket when appended) */
+    struct ev_head *next; /* in the FIFO */
 };
 
 struct sub_ev {
@@ -55,7 +66,8 @@ struct br_sub {
     bool overflowing;
     uint64_t dropped_now; /* dropped since overflow began */
     uint64_t delivered, dropped_total;
-    uint64_t stamp; /* last publish that hit it */
+    uint64_t stamp; /* last change that hit it */
+    uint64_t since; /* sb->ticket when it registered: changes up to it are not its own */
     bool closed, busy, ready;
     bool self_closed;    /* closed from its own callback: the delivery thread frees it */
     atomic_bool closing; /* set by br_sub_close: the delivery thread stops mid-batch */
@@ -73,15 +85,28 @@ struct subs {
     pthread_t thread;
     bool running, stop;
     bool waiting; /* the delivery thread sleeps on cv: a writer must signal */
+    /* the change FIFO (under mu) */
+    struct ev_head *fifo_head, *fifo_tail;
+    size_t fifo_len, fifo_max;
+    uint64_t ticket;         /* the last ticket given */
+    uint64_t writer_matched; /* changes a writer matched because the FIFO was full */
+    atomic_size_t n_query;   /* query subscriptions: changes carry their body */
     /* publish scratch, reused by writers (under db->wmu) */
     br_buf tbuf;
     size_t *toff;
     char **tv;
     size_t tcap;
+    /* match scratch (under trie_mu) */
     br_sub **hits;
     size_t hits_cap;
     uint64_t stamp;
 };
+
+/* Changes the FIFO holds before a writer matches the oldest itself: a few milliseconds of
+ * writes, enough to ride out a callback of that length. */
+#define FIFO_MAX 4096
+/* Changes matched per trie_mu hold (the delivery thread, or a writer finding the FIFO full). */
+#define MATCH_BATCH 64
 
 /* sb->mu and sb->trie_mu are held for short spells by threads on other cores (one writer, the
  * delivery thread, rarely a subscriber): try a few times before sleeping in the kernel, so that
@@ -178,6 +203,8 @@ struct taken {
     uint64_t dropped;
 };
 
+static size_t match_pending(struct subs *sb);
+
 static void *deliver_loop(void *arg)
 {
     struct br_db *db = arg;
@@ -187,6 +214,15 @@ static void *deliver_loop(void *arg)
     bool napped = false;
     pthread_mutex_lock(&sb->mu);
     while (!sb->stop) {
+        if (sb->fifo_head) { /* match a batch of changes first (lock order: trie_mu, mu) */
+            napped = false;
+            pthread_mutex_unlock(&sb->mu);
+            lock_briefly(&sb->trie_mu);
+            match_pending(sb);
+            pthread_mutex_unlock(&sb->trie_mu);
+            lock_briefly(&sb->mu);
+            continue;
+        }
         if (!sb->ready_head) {
             if (!napped) {
                 struct timespec ts;
@@ -290,6 +326,8 @@ static br_err subs_get(struct br_db *db, struct subs **out)
             goto out;
         }
         br_buf_init(&sb->tbuf, 0);
+        sb->fifo_max = FIFO_MAX;
+        atomic_init(&sb->n_query, 0);
         pthread_mutex_init(&sb->mu, NULL);
         pthread_mutex_init(&sb->trie_mu, NULL);
         pthread_cond_init(&sb->cv, NULL);
@@ -314,6 +352,11 @@ void subs_release(struct br_db *db)
         pthread_join(sb->thread, NULL);
     for (size_t i = 0; i < sb->n; i++) /* subscriptions hold db references: none remain */
         sub_free(sb->all[i]);
+    while (sb->fifo_head) { /* changes no subscription was left to see */
+        struct ev_head *h = sb->fifo_head;
+        sb->fifo_head = h->next;
+        br_free(h);
+    }
     br_free(sb->all);
     br_buf_fini(&sb->tbuf);
     br_free(sb->toff);
@@ -426,6 +469,9 @@ br_err br_db_subscribe(br_db *db, const struct br_sub_opts *o, br_sub_fn fn, voi
         sub_free(s);
         return e;
     }
+    s->since = sb->ticket; /* changes already queued are not its own */
+    if (s->query)
+        atomic_fetch_add(&sb->n_query, 1);
     sb->all[sb->n++] = s;
     atomic_fetch_add(&db->n_subs, 1);
     pthread_mutex_unlock(&sb->mu);
@@ -444,7 +490,7 @@ void br_sub_close(br_sub *s)
         return;
     struct br_db *db = s->db;
     struct subs *sb = db->subs;
-    /* Out of the trie first: a writer that matched s queues its event before releasing
+    /* Out of the trie first: the matcher that hit s queues its event before releasing
      * trie_mu, and none can match it after this. Waiting for a running callback below releases
      * sb->mu while it sleeps, so writers are not held up by it. */
     lock_briefly(&sb->trie_mu);
@@ -452,6 +498,8 @@ void br_sub_close(br_sub *s)
         trie_drop(sb, s, i);
     pthread_mutex_unlock(&sb->trie_mu);
     lock_briefly(&sb->mu);
+    if (s->query)
+        atomic_fetch_sub(&sb->n_query, 1);
     unregister(sb, s);
     unready(sb, s);
     bool own_cb = s->busy && pthread_equal(pthread_self(), sb->thread);
@@ -622,19 +670,19 @@ static bool topics_room(struct subs *sb, size_t n)
 
 static int cstr_cmp(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* Sort a change's topics: insertion sort for the handful a document usually has (qsort's
  * merge sort and its indirect calls cost more than the comparisons there). */
-static void topics_sort(char **v, size_t n)
+static void topics_sort(const char **v, size_t n)
 {
     if (n > 16) {
         qsort(v, n, sizeof *v, cstr_cmp);
         return;
     }
     for (size_t i = 1; i < n; i++) {
-        char *x = v[i];
+        const char *x = v[i];
         size_t j = i;
         for (; j > 0 && strcmp(v[j - 1], x) > 0; j--)
             v[j] = v[j - 1];
@@ -669,14 +717,97 @@ static void on_hit(void *arg, void *value)
     h->v[h->n++] = s;
 }
 
-/* The shared event of change c with topics tp (refs 0; the caller counts the rings it joins),
- * or NULL. */
-static struct ev_head *ev_make(const struct subs_change *c, const struct topics *tp)
+/* Append to h the subscriptions a change hits (under trie_mu): its topics reach one of their
+ * patterns, they registered before the change was queued (ticket), and a query, if any, holds
+ * for body. */
+static void match_one(struct subs *sb, struct hits *h, const char *const *paths, size_t n_paths,
+                      uint64_t ticket, const uint8_t *body, size_t body_len)
+{
+    sb->stamp++;
+    size_t from = h->n;
+    for (size_t t = 0; t < n_paths; t++)
+        br_pattern_trie_match(sb->trie, paths[t], strlen(paths[t]), on_hit, h);
+    size_t nh = from;
+    for (size_t k = from; k < h->n; k++) {
+        br_sub *s = h->v[k];
+        if (s->since < ticket && (!s->query || (body && br_query_match(s->query, body, body_len))))
+            h->v[nh++] = s;
+    }
+    h->n = nh;
+}
+
+/* Match up to MATCH_BATCH changes from the head of the FIFO and queue their events (under
+ * trie_mu, which serialises matching: events reach the rings in FIFO order). Returns how many
+ * changes it took. */
+static size_t match_pending(struct subs *sb)
+{
+    struct ev_head *batch[MATCH_BATCH];
+    size_t ends[MATCH_BATCH];
+    size_t nb = 0;
+    lock_briefly(&sb->mu);
+    while (sb->fifo_head && nb < MATCH_BATCH) {
+        struct ev_head *b = sb->fifo_head;
+        sb->fifo_head = b->next;
+        if (!sb->fifo_head)
+            sb->fifo_tail = NULL;
+        sb->fifo_len--;
+        batch[nb++] = b;
+    }
+    pthread_mutex_unlock(&sb->mu);
+    if (!nb)
+        return 0;
+    struct hits h = {.sb = sb, .v = sb->hits, .cap = sb->hits_cap};
+    for (size_t i = 0; i < nb; i++) {
+        struct ev_head *b = batch[i];
+        topics_sort(b->paths, b->n_paths);
+        match_one(sb, &h, b->paths, b->n_paths, b->ticket, b->body, b->body_len);
+        ends[i] = h.n;
+    }
+    sb->hits = h.v;
+    sb->hits_cap = h.cap;
+    if (h.oom)
+        br_log(BR_LOG_ERROR, "store", "op=publish msg=\"out of memory: changes not matched\"");
+    bool woke = false;
+    lock_briefly(&sb->mu);
+    for (size_t i = 0, k = 0; i < nb; i++) {
+        struct ev_head *b = batch[i];
+        int joined = 0;
+        for (; k < ends[i]; k++) {
+            br_sub *s = h.v[k];
+            if (s->overflowing || !ring_room(s)) {
+                /* full, or out of memory: reported as a drop, never silent */
+                s->overflowing = true;
+                s->dropped_now++;
+                s->dropped_total++;
+            } else {
+                s->ring[(s->head + s->len) % s->cap].h = b;
+                s->len++;
+                joined++;
+            }
+            make_ready(sb, s);
+            woke = true;
+        }
+        /* No reader sees the rings before sb->mu is released: the count can be set at once. */
+        if (joined)
+            atomic_store(&b->refs, joined);
+        else
+            br_free(b); /* hit nothing, or every hit subscription dropped it */
+    }
+    if (woke && sb->waiting)
+        pthread_cond_broadcast(&sb->cv);
+    pthread_mutex_unlock(&sb->mu);
+    return nb;
+}
+
+/* The block of change c with topics tp, and its body when with_body, or NULL. */
+static struct ev_head *ev_make(const struct subs_change *c, const struct topics *tp, bool with_body)
 {
     size_t off = (c->id_len + 1 + sizeof(char *) - 1) / sizeof(char *) * sizeof(char *);
     size_t need = sizeof(struct ev_head) + off + tp->n * sizeof(char *);
     for (size_t i = 0; i < tp->n; i++)
         need += strlen(tp->v[i]) + 1;
+    size_t body_len = with_body ? c->body_len : 0;
+    need += body_len;
     struct ev_head *h = br_malloc(need);
     if (!h)
         return NULL;
@@ -686,6 +817,8 @@ static struct ev_head *ev_make(const struct subs_change *c, const struct topics 
     h->n_paths = tp->n;
     h->rev = c->rev;
     h->seq = c->seq;
+    h->next = NULL;
+    h->ticket = 0;
     char *b = (char *)(h + 1);
     memcpy(b, c->id, c->id_len);
     b[c->id_len] = 0;
@@ -698,7 +831,41 @@ static struct ev_head *ev_make(const struct subs_change *c, const struct topics 
         text += l;
     }
     h->paths = tp->n ? ptrs : NULL;
+    h->body = NULL;
+    h->body_len = body_len;
+    if (with_body) {
+        memcpy(text, c->body, body_len);
+        h->body = (const uint8_t *)text;
+    }
     return h;
+}
+
+/* No memory for change c's block: match everything queued before it, then c itself on this
+ * thread, and count it as dropped by every subscription it hits (reported by an overflow
+ * event, never silent). */
+static void publish_oom(struct br_db *db, struct subs *sb, const struct subs_change *c,
+                        const struct topics *tp)
+{
+    br_log(BR_LOG_ERROR, "store", "op=publish db=%s msg=\"out of memory\"", db->name);
+    lock_briefly(&sb->trie_mu);
+    while (match_pending(sb))
+        ;
+    struct hits h = {.sb = sb, .v = sb->hits, .cap = sb->hits_cap};
+    match_one(sb, &h, (const char *const *)tp->v, tp->n, UINT64_MAX, c->body, c->body_len);
+    sb->hits = h.v;
+    sb->hits_cap = h.cap;
+    lock_briefly(&sb->mu);
+    for (size_t k = 0; k < h.n; k++) {
+        br_sub *s = h.v[k];
+        s->overflowing = true;
+        s->dropped_now++;
+        s->dropped_total++;
+        make_ready(sb, s);
+    }
+    if (h.n && sb->waiting)
+        pthread_cond_broadcast(&sb->cv);
+    pthread_mutex_unlock(&sb->mu);
+    pthread_mutex_unlock(&sb->trie_mu);
 }
 
 void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
@@ -706,11 +873,6 @@ void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
     struct subs *sb = db->subs;
     if (!sb || atomic_load(&db->n_subs) == 0)
         return;
-    bool woke = false;
-    /* Held through the pushes: a subscription matched here cannot be closed and freed before
-     * its event is queued (br_sub_close takes its patterns out under trie_mu first). */
-    lock_briefly(&sb->trie_mu);
-    struct hits h = {.sb = sb, .v = sb->hits, .cap = sb->hits_cap};
     for (size_t i = 0; i < n; i++) {
         const struct subs_change *c = &chg[i];
         struct topics tp = {.t = &sb->tbuf, .off = sb->toff, .v = sb->tv, .cap = &sb->tcap};
@@ -741,48 +903,68 @@ void subs_publish(struct br_db *db, const struct subs_change *chg, size_t n)
             for (size_t t = 0; t < tp.n; t++) /* the buffer no longer moves */
                 tp.v[t] = (char *)sb->tbuf.data + tp.off[t];
         }
-        topics_sort(tp.v, tp.n);
-        sb->stamp++;
-        h.n = 0;
-        for (size_t t = 0; t < tp.n; t++)
-            br_pattern_trie_match(sb->trie, tp.v[t], strlen(tp.v[t]), on_hit, &h);
-        /* Query subscriptions check the body; the others are hit by their patterns alone. */
-        size_t nh = 0;
-        for (size_t k = 0; k < h.n; k++) {
-            br_sub *s = h.v[k];
-            if (!s->query || (c->body && br_query_match(s->query, c->body, c->body_len)))
-                h.v[nh++] = s;
-        }
-        if (!nh)
+        /* The body rides along only for query subscriptions (checked again under sb->mu: one
+         * registering meanwhile gets a ticket below this change's and must see it). */
+        bool with_body = c->body && atomic_load(&sb->n_query) > 0;
+        struct ev_head *block = ev_make(c, &tp, with_body);
+        if (!block) {
+            publish_oom(db, sb, c, &tp);
             continue;
-        struct ev_head *block = ev_make(c, &tp);
-        int joined = 0;
-        lock_briefly(&sb->mu);
-        for (size_t k = 0; k < nh; k++) {
-            br_sub *s = h.v[k];
-            if (s->overflowing || !block || !ring_room(s)) {
-                /* full, or out of memory: reported as a drop, never silent */
-                s->overflowing = true;
-                s->dropped_now++;
-                s->dropped_total++;
-            } else {
-                s->ring[(s->head + s->len) % s->cap].h = block;
-                s->len++;
-                joined++;
-            }
-            make_ready(sb, s);
-            woke = true;
         }
-        /* No reader sees the rings before sb->mu is released: the count can be set at once. */
-        if (joined)
-            atomic_store(&block->refs, joined);
-        if (woke && sb->waiting)
-            pthread_cond_broadcast(&sb->cv);
-        pthread_mutex_unlock(&sb->mu);
-        if (block && !joined)
-            br_free(block); /* every hit subscription dropped it */
+        for (;;) {
+            lock_briefly(&sb->mu);
+            if (!with_body && c->body && atomic_load(&sb->n_query) > 0) {
+                pthread_mutex_unlock(&sb->mu);
+                br_free(block);
+                with_body = true;
+                block = ev_make(c, &tp, true);
+                if (!block)
+                    break;
+                continue;
+            }
+            if (sb->fifo_len >= sb->fifo_max) {
+                /* The delivery thread is behind: match the oldest changes here, by the same
+                 * path, so that this one can queue behind them (only writers append, one at a
+                 * time under db->wmu, so there is room after). Never waits for subscribers. */
+                pthread_mutex_unlock(&sb->mu);
+                lock_briefly(&sb->trie_mu);
+                size_t m = match_pending(sb);
+                pthread_mutex_unlock(&sb->trie_mu);
+                lock_briefly(&sb->mu);
+                sb->writer_matched += m;
+                pthread_mutex_unlock(&sb->mu);
+                continue;
+            }
+            block->ticket = ++sb->ticket;
+            if (sb->fifo_tail)
+                sb->fifo_tail->next = block;
+            else
+                sb->fifo_head = block;
+            sb->fifo_tail = block;
+            sb->fifo_len++;
+            if (sb->waiting)
+                pthread_cond_broadcast(&sb->cv);
+            pthread_mutex_unlock(&sb->mu);
+            break;
+        }
+        if (!block)
+            publish_oom(db, sb, c, &tp);
     }
-    sb->hits = h.v;
-    sb->hits_cap = h.cap;
-    pthread_mutex_unlock(&sb->trie_mu);
+}
+
+void subs_test_fifo_max(struct br_db *db, size_t max)
+{
+    struct subs *sb = db->subs;
+    lock_briefly(&sb->mu);
+    sb->fifo_max = max ? max : FIFO_MAX;
+    pthread_mutex_unlock(&sb->mu);
+}
+
+uint64_t subs_test_writer_matched(struct br_db *db)
+{
+    struct subs *sb = db->subs;
+    lock_briefly(&sb->mu);
+    uint64_t m = sb->writer_matched;
+    pthread_mutex_unlock(&sb->mu);
+    return m;
 }

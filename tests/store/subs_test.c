@@ -795,3 +795,152 @@ Test(subs, topics_from_the_index_walk_equal_a_walk_of_their_own)
         cr_expect_str_eq(some.text[i], none.text[i], "event %zu", i);
     }
 }
+
+/* ---- the change FIFO between writers and the delivery thread ---- */
+
+/* A subscriber whose first callback blocks until released: the delivery thread is held there
+ * and changes pile up in the FIFO behind it. */
+struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool entered, open;
+    char ids[256][32];
+    size_t n;
+    uint64_t dropped;
+};
+
+static void gate_init(struct gate *g)
+{
+    memset(g, 0, sizeof *g);
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+}
+
+static void on_gate(void *arg, const struct br_sub_event *ev)
+{
+    struct gate *g = arg;
+    pthread_mutex_lock(&g->mu);
+    g->entered = true;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    if (ev->kind == BR_SUB_OVERFLOW)
+        g->dropped += ev->dropped;
+    else if (g->n < 256) {
+        memcpy(g->ids[g->n], ev->id, ev->id_len);
+        g->ids[g->n][ev->id_len] = 0;
+        g->n++;
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_wait_entered(struct gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    for (int i = 0; i < 500 && !g->entered; i++) {
+        pthread_mutex_unlock(&g->mu);
+        usleep(10000);
+        pthread_mutex_lock(&g->mu);
+    }
+    cr_assert(g->entered, "the delivery thread never called the gate");
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(struct gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* With the FIFO full the writer matches the oldest changes itself: every change still reaches
+ * every subscriber once, in commit order, with the delivery thread stuck the whole time. */
+Test(subs, full_fifo_writer_matches_in_commit_order)
+{
+    struct gate gt;
+    gate_init(&gt);
+    struct got g;
+    got_init(&g);
+    const char *p[] = {"k/#"};
+    struct br_sub_opts o = {.patterns = p, .n_patterns = 1, .queue_max = 1000};
+    br_sub *a, *b;
+    cr_assert_eq(br_db_subscribe(db, &o, on_gate, &gt, &a, NULL), BR_OK);
+    subs_test_fifo_max(db, 4);
+    put("w0", "{\"k\":0}", NULL);
+    gate_wait_entered(&gt); /* the delivery thread is now held in a callback */
+    cr_assert_eq(br_db_subscribe(db, &o, on_event, &g, &b, NULL), BR_OK);
+    for (int i = 0; i < 150; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "d%03d", i);
+        put(id, i % 3 ? "{\"k\":1}" : "{\"other\":1}", NULL); /* every third matches nothing */
+    }
+    cr_expect_geq(subs_test_writer_matched(db), 100, "the writer matched %llu",
+                  (unsigned long long)subs_test_writer_matched(db));
+    gate_open(&gt);
+    settle(&g, 100);
+    for (int tries = 0; tries < 500; tries++) {
+        pthread_mutex_lock(&gt.mu);
+        size_t n = gt.n;
+        pthread_mutex_unlock(&gt.mu);
+        if (n == 101)
+            break;
+        usleep(10000);
+    }
+    cr_assert_eq(gt.n, 101);
+    cr_expect_eq(gt.dropped, 0);
+    cr_expect_eq(g.overflows, 0);
+    cr_expect_str_eq(gt.ids[0], "w0");
+    for (int i = 0, k = 0; i < 150; i++) {
+        if (!(i % 3))
+            continue;
+        char id[16];
+        snprintf(id, sizeof id, "d%03d", i);
+        cr_expect_str_eq(g.ids[k], id, "event %d", k);
+        cr_expect_str_eq(gt.ids[k + 1], id, "gate event %d", k + 1);
+        k++;
+    }
+    br_sub_close(a);
+    br_sub_close(b);
+}
+
+/* A change committed before a subscription but still in the FIFO (not matched yet) when it
+ * registers is not delivered to it; the next change is. The query subscription also needs the
+ * body of the next change, which was committed while a query subscription existed. */
+Test(subs, subscribe_after_commit_skips_changes_still_queued)
+{
+    struct gate gt;
+    gate_init(&gt);
+    struct got g, gq;
+    got_init(&g);
+    got_init(&gq);
+    const char *p[] = {"k/#"};
+    struct br_sub_opts o = {.patterns = p, .n_patterns = 1};
+    br_sub *a;
+    cr_assert_eq(br_db_subscribe(db, &o, on_gate, &gt, &a, NULL), BR_OK);
+    put("w0", "{\"k\":0}", NULL);
+    gate_wait_entered(&gt);
+    put("early", "{\"k\":1}", NULL); /* queued, not matched: the delivery thread is held */
+    br_sub *s = sub(p, 1, NULL, &g);
+    br_query *q = compile("{\"where\":[{\"path\":\"k\",\"op\":\">=\",\"value\":1}]}");
+    br_sub *sq = sub(NULL, 0, q, &gq);
+    put("late", "{\"k\":2}", NULL);
+    gate_open(&gt);
+    settle(&g, 1);
+    settle(&gq, 1);
+    cr_expect_str_eq(g.ids[0], "late");
+    cr_expect_str_eq(gq.ids[0], "late");
+    size_t n = 0;
+    for (int tries = 0; tries < 500 && n < 3; tries++) {
+        usleep(10000);
+        pthread_mutex_lock(&gt.mu);
+        n = gt.n;
+        pthread_mutex_unlock(&gt.mu);
+    }
+    cr_expect_eq(n, 3);
+    cr_expect_str_eq(gt.ids[1], "early");
+    br_sub_close(a);
+    br_sub_close(s);
+    br_sub_close(sq);
+    br_query_free(q);
+}

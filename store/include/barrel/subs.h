@@ -2,8 +2,11 @@
  * every matching committed change through a callback (DESIGN.md "Paths, queries,
  * subscriptions"; BEHAVIOURS.md SUB-09..27).
  *
- * Matching runs in the writer, in commit order, through one pattern trie per database (a
- * change is tested against the patterns its topics can reach, not against every subscription);
+ * A writer hands each committed change (id, rev, its topics) to a bounded per-database queue;
+ * the delivery thread matches them in commit order through one pattern trie per database (a
+ * change is tested against the patterns its topics can reach, not against every subscription;
+ * when that queue is full the writer matches the oldest changes itself, in the same order);
+ * a subscription never receives a change committed before it registered;
  * a query subscription registers the patterns its query touches (br_query_patterns) and then
  * checks the body. Each subscription is notified at most once per change, however many of its
  * patterns match. Events go to a bounded per-subscription queue and a per-database delivery
