@@ -53,16 +53,16 @@ typedef void (*br_sub_fn)(void *arg, const struct br_sub_event *ev);
 struct br_sub_opts {
     const char *const *patterns; /* MQTT patterns; with a query, ANDed with it */
     size_t n_patterns;
-    const br_query *query;       /* borrowed: must outlive the subscription */
-    size_t queue_max;            /* events buffered; 0: BR_SUB_QUEUE_DEFAULT */
+    const br_query *query; /* borrowed: must outlive the subscription */
+    size_t queue_max;      /* events buffered; 0: BR_SUB_QUEUE_DEFAULT */
 };
 
 typedef struct br_sub br_sub;
 
 /* Subscribe. Needs at least one pattern or a query. BR_EINVAL (reason in eb) for a bad
  * pattern (SUB-10) or too many. The subscription holds a reference to db. Thread: any. */
-BR_NODISCARD br_err br_db_subscribe(br_db *db, const struct br_sub_opts *o, br_sub_fn fn,
-                                    void *arg, br_sub **out, struct br_errbuf *eb);
+BR_NODISCARD br_err br_db_subscribe(br_db *db, const struct br_sub_opts *o, br_sub_fn fn, void *arg,
+                                    br_sub **out, struct br_errbuf *eb);
 /* Unsubscribe: when it returns, fn is not running and will not be called again (called from
  * fn itself, it takes effect when fn returns). NULL is a no-op. */
 void br_sub_close(br_sub *s);
