@@ -85,9 +85,8 @@ dead_count() { # HOST N: at least N members dead
     (($(grep -o '"state":"dead"' <<<"$out" | wc -l) >= $2))
 }
 
-digest() { # HOST DB: "doc_count digest"
-    call "$1" GET "/$2" | python3 -c 'import json,sys
-d=json.load(sys.stdin); print(d.get("doc_count"), d.get("digest"))' 2>/dev/null
+digest() { # HOST DB: "doc_count digest" (GET /{db} lists doc_count before digest)
+    call "$1" GET "/$2" | sed -n 's/.*"doc_count":\([0-9]*\),.*"digest":"\([0-9a-f]*\)".*/\1 \2/p'
 }
 
 same_digest() { # DB HOSTS...: equal and non-empty on every host
@@ -95,7 +94,7 @@ same_digest() { # DB HOSTS...: equal and non-empty on every host
     shift
     for h in "$@"; do
         d=$(digest "$h" "$db")
-        [[ -n $d && $d != "None None" ]] || return 1
+        [[ -n $d ]] || return 1
         if [[ -z $first ]]; then first=$d; elif [[ $d != "$first" ]]; then return 1; fi
     done
 }
