@@ -497,15 +497,22 @@ void mesh_link_ready(br_mesh *m, struct link *l)
     snprintf(ml->peer, sizeof ml->peer, "%s", l->peer_text);
     l->mesh = ml;
     uint64_t now = now_ms();
-    /* two mesh dials crossing: the node with the greater id drops its own */
-    if (l->by_mesh && strcmp(m->o.self_id, ml->peer) > 0) {
-        for (struct link *k = p2p_links(m->o.p2p); k; k = k->next)
-            if (k != l && k->state == LINK_UP && strcmp(k->peer_text, ml->peer) == 0) {
+    /* Two mesh dials crossing: the node with the greater id drops its own, whichever of the
+     * two links came up first (only that node acts, and only on a link it dialled for the
+     * mesh, so a static peer's link is never closed and nothing churns). */
+    if (strcmp(m->o.self_id, ml->peer) > 0) {
+        for (struct link *k = p2p_links(m->o.p2p); k; k = k->next) {
+            if (k == l || k->state != LINK_UP || strcmp(k->peer_text, ml->peer) != 0)
+                continue;
+            if (l->by_mesh) { /* ours came up second: drop it */
                 br_gossip_link_up(m->g, ml->peer, now);
                 ml->counted = true;
                 p2p_close(l, "duplicate_link");
                 return;
             }
+            if (!l->initiator && k->initiator && k->by_mesh) /* ours came up first */
+                p2p_close(k, "duplicate_link");
+        }
     }
     if (l->initiator) {
         /* the address we dialled reached this member */
