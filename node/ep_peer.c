@@ -35,6 +35,23 @@ static br_err p_digest(void *ctx, struct br_db_digest *out, struct br_errbuf *eb
     return BR_OK;
 }
 
+/* Send m over the link and wait for its reply, which must be of type want (else BR_EPROTO,
+ * the reply freed). On success *r is the reply (caller frees). */
+static br_err call(struct peer *q, struct br_wire_msg *m, enum br_wire_type want,
+                   struct br_wire_msg **r, struct br_errbuf *eb)
+{
+    br_err e = p2p_request(q->l, m, r, eb);
+    if (e)
+        return e;
+    if ((*r)->type == want)
+        return BR_OK;
+    br_errbuf_set(eb, "%s: expected %s, got %s", br_wire_type_name(m->type),
+                  br_wire_type_name(want), br_wire_type_name((*r)->type));
+    br_wire_msg_free(*r);
+    *r = NULL;
+    return BR_EPROTO;
+}
+
 static br_err p_changes(void *ctx, struct br_hlc since, size_t limit,
                         const struct br_wire_filter *f, br_endpoint_change_cb cb, void *arg,
                         struct br_hlc *last, bool *more, struct br_errbuf *eb)
@@ -49,13 +66,9 @@ static br_err p_changes(void *ctx, struct br_hlc since, size_t limit,
         m.u.changes.filter = *f;
     }
     struct br_wire_msg *r = NULL;
-    br_err e = p2p_request(q->l, &m, &r, eb);
+    br_err e = call(q, &m, BR_WIRE_CHANGES_REPLY, &r, eb);
     if (e)
         return e;
-    if (r->type != BR_WIRE_CHANGES_REPLY) {
-        br_wire_msg_free(r);
-        return br_fail(eb, BR_EPROTO, "changes: reply of type %s", br_wire_type_name(r->type));
-    }
     for (size_t i = 0; i < r->u.changes_reply.n; i++)
         if (cb(arg, &r->u.changes_reply.changes[i]))
             break;
@@ -63,16 +76,6 @@ static br_err p_changes(void *ctx, struct br_hlc since, size_t limit,
     *more = r->u.changes_reply.pending != 0;
     br_wire_msg_free(r);
     return BR_OK;
-}
-
-/* The reply of the expected type, or BR_EPROTO. */
-static br_err expect(struct br_wire_msg *r, enum br_wire_type t, struct br_errbuf *eb)
-{
-    if (r->type == t)
-        return BR_OK;
-    br_errbuf_set(eb, "expected %s, got %s", br_wire_type_name(t), br_wire_type_name(r->type));
-    br_wire_msg_free(r);
-    return BR_EPROTO;
 }
 
 static br_err p_revsdiff(void *ctx, const struct br_wire_docrevs *in, size_t n, br_wire_arena *a,
@@ -84,9 +87,7 @@ static br_err p_revsdiff(void *ctx, const struct br_wire_docrevs *in, size_t n, 
     m.u.revsdiff.docs = (struct br_wire_docrevs *)in;
     m.u.revsdiff.n = n;
     struct br_wire_msg *r = NULL;
-    br_err e = p2p_request(q->l, &m, &r, eb);
-    if (!e)
-        e = expect(r, BR_WIRE_REVSDIFF_REPLY, eb);
+    br_err e = call(q, &m, BR_WIRE_REVSDIFF_REPLY, &r, eb);
     if (e)
         return e;
     *out = r->u.revsdiff_reply.docs;
@@ -147,9 +148,7 @@ static br_err p_get_revs(void *ctx, const struct br_wire_docrevs *in, size_t n,
     m.u.get_revs.n_have = n_have;
     m.u.get_revs.data = data;
     struct br_wire_msg *r = NULL;
-    br_err e = p2p_request(q->l, &m, &r, eb);
-    if (!e)
-        e = expect(r, BR_WIRE_GET_REVS_REPLY, eb);
+    br_err e = call(q, &m, BR_WIRE_GET_REVS_REPLY, &r, eb);
     if (e)
         return e;
     struct br_wire_revdoc *docs = r->u.get_revs_reply.docs;
@@ -184,9 +183,7 @@ static br_err p_put_revs(void *ctx, const struct br_wire_revdoc *docs, size_t n,
     m.u.put_revs.docs = (struct br_wire_revdoc *)docs;
     m.u.put_revs.n = n;
     struct br_wire_msg *r = NULL;
-    br_err e = p2p_request(q->l, &m, &r, eb);
-    if (!e)
-        e = expect(r, BR_WIRE_PUT_REVS_REPLY, eb);
+    br_err e = call(q, &m, BR_WIRE_PUT_REVS_REPLY, &r, eb);
     if (e)
         return e;
     if (r->u.put_revs_reply.n != n) {
@@ -210,9 +207,7 @@ static br_err p_local_get(void *ctx, const char *id, br_wire_arena *a, const uin
     m.u.local.db = q->db;
     m.u.local.id = id;
     struct br_wire_msg *r = NULL;
-    br_err e = p2p_request(q->l, &m, &r, eb);
-    if (!e)
-        e = expect(r, BR_WIRE_LOCAL_GET_REPLY, eb);
+    br_err e = call(q, &m, BR_WIRE_LOCAL_GET_REPLY, &r, eb);
     if (e)
         return e;
     *body = r->u.local_reply.body;
@@ -236,9 +231,7 @@ static br_err p_local_put(void *ctx, const char *id, const struct br_rev *rev, c
     m.u.local.body = body;
     m.u.local.body_len = len;
     struct br_wire_msg *r = NULL;
-    br_err e = p2p_request(q->l, &m, &r, eb);
-    if (!e)
-        e = expect(r, BR_WIRE_LOCAL_PUT_REPLY, eb);
+    br_err e = call(q, &m, BR_WIRE_LOCAL_PUT_REPLY, &r, eb);
     if (e)
         return e;
     *new_rev = r->u.local_reply.rev;

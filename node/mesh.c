@@ -108,6 +108,18 @@ static struct mlink *ml_of(struct link *l)
     return l->mesh;
 }
 
+/* Drop link l's mesh state (NULL is fine). */
+static void mlink_free(struct link *l)
+{
+    struct mlink *ml = l->mesh;
+    l->mesh = NULL;
+    if (!ml)
+        return;
+    br_free(ml->sent);
+    br_free(ml->recv);
+    br_free(ml);
+}
+
 /* ---- configuration ---- */
 
 static const struct br_mesh_db *mesh_db(br_mesh *m, const char *name)
@@ -551,10 +563,7 @@ void mesh_link_gone(br_mesh *m, struct link *l, bool was_up)
     }
     if (ml->counted && br_gossip_link_down(m->g, ml->peer, now))
         br_log(BR_LOG_INFO, TAG, "event=member_probe id=%.8s reason=link_lost", ml->peer);
-    l->mesh = NULL;
-    br_free(ml->sent);
-    br_free(ml->recv);
-    br_free(ml);
+    mlink_free(l);
 }
 
 /* ---- receiving ---- */
@@ -931,13 +940,7 @@ void br_mesh_free(br_mesh *m)
         return;
     br_mesh_stop(m);
     for (struct link *l = p2p_links(m->o.p2p); l; l = l->next)
-        if (l->mesh) {
-            struct mlink *ml = l->mesh;
-            l->mesh = NULL;
-            br_free(ml->sent);
-            br_free(ml->recv);
-            br_free(ml);
-        }
+        mlink_free(l);
     br_gossip_free(m->g);
     br_free(m->dbs);
     pthread_mutex_destroy(&m->mu);
