@@ -218,3 +218,47 @@ void api_peers(struct br_api *api, br_http_ex *x)
         o = json_pack("{s:n,s:[],s:b}", "self", "members", "mesh_sync", 0);
     api_json(x, 200, o);
 }
+
+/* DELETE /_peers/{id}[?block=true]: close the links to a member (and refuse it until PUT). */
+void api_peer_delete(struct br_api *api, br_http_ex *x)
+{
+    const char *id = x->req.segs.seg[1];
+    bool block = false;
+    struct br_errbuf eb = {{0}};
+    if (br_http_arg_bool(&x->req.args, "block", false, &block, &eb)) {
+        br_http_resp_error(&x->resp, 400, "bad_request", eb.msg);
+        return;
+    }
+    if (!api->peer_drop) {
+        br_http_resp_error(&x->resp, 404, "not_found", "this node is not in a mesh");
+        return;
+    }
+    size_t closed = 0;
+    br_err e = api->peer_drop(api->gauges_arg, id, block, &closed);
+    if (e == BR_ENOTFOUND) {
+        br_http_resp_error(&x->resp, 404, "not_found", "no such member");
+        return;
+    }
+    if (e) {
+        api_fail(x, e, NULL);
+        return;
+    }
+    api_json(x, 200,
+             json_pack("{s:b,s:I,s:b}", "ok", 1, "closed", (json_int_t)closed, "blocked", block));
+}
+
+/* PUT /_peers/{id}: lift a block. */
+void api_peer_put(struct br_api *api, br_http_ex *x)
+{
+    br_err e =
+        api->peer_unblock ? api->peer_unblock(api->gauges_arg, x->req.segs.seg[1]) : BR_ENOTFOUND;
+    if (e == BR_ENOTFOUND) {
+        br_http_resp_error(&x->resp, 404, "not_found", "no such blocked member");
+        return;
+    }
+    if (e) {
+        api_fail(x, e, NULL);
+        return;
+    }
+    api_json(x, 200, json_pack("{s:b}", "ok", 1));
+}

@@ -2,7 +2,8 @@
  * they share. A handler reads x->req and fills x->resp; it runs on a worker thread or on the
  * loop as the router says (router.h), so it touches nothing but the store and x.
  *
- *   api.c         GET /  GET /_all_dbs  GET /_node  GET /_metrics
+ *   api.c         GET /  GET /_all_dbs  GET /_node  GET /_metrics  GET /_peers
+ *                 DELETE|PUT /_peers/{id}
  *   api_db.c      PUT|GET|DELETE|POST /{db}, _bulk_docs, _revs_diff, _find, _all_docs
  *   changes.c     GET|POST /{db}/_changes (streaming feeds continue in feed.c)
  *   api_doc.c     PUT|GET|DELETE /{db}/{docid} (and _design/), /{db}/_local/{id}
@@ -41,6 +42,10 @@ struct br_api {
     size_t (*links)(void *arg); /* links up, for /_node; may be NULL */
     /* GET /_peers: the mesh's members as JSON (caller owns), on the loop; may be NULL. */
     json_t *(*peers)(void *arg);
+    /* DELETE /_peers/{id} and PUT /_peers/{id} (mesh.h's br_mesh_drop, br_mesh_unblock), on
+     * the loop; NULL when the node is not in a mesh. */
+    br_err (*peer_drop)(void *arg, const char *id, bool block, size_t *closed);
+    br_err (*peer_unblock)(void *arg, const char *id);
 };
 
 typedef void (*br_api_fn)(struct br_api *api, br_http_ex *x);
@@ -91,7 +96,9 @@ void api_node(struct br_api *api, br_http_ex *x);
 void api_replicate(struct br_api *api, br_http_ex *x); /* replications.c does the work */
 void api_active_tasks(struct br_api *api, br_http_ex *x);
 void api_peers(struct br_api *api, br_http_ex *x);
-void api_metrics(struct br_api *api, br_http_ex *x); /* Thread: loop (reads the gauges) */
+void api_peer_delete(struct br_api *api, br_http_ex *x); /* Thread: loop */
+void api_peer_put(struct br_api *api, br_http_ex *x);    /* Thread: loop */
+void api_metrics(struct br_api *api, br_http_ex *x);     /* Thread: loop (reads the gauges) */
 
 void api_db_create(struct br_api *api, br_http_ex *x);
 void api_db_delete(struct br_api *api, br_http_ex *x);

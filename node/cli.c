@@ -909,6 +909,10 @@ static int cmd_serve(struct cli *c)
             o.no_mdns = true;
             continue;
         }
+        if (strcmp(a, "--no-dial") == 0) {
+            o.no_dial = true;
+            continue;
+        }
         const char *v = opt_value(c, &i);
         char *end = NULL;
         unsigned long long n = 0;
@@ -1061,6 +1065,7 @@ static int cmd_help(struct cli *c)
             "        [--mesh-db ...]         pulled from every linked member\n"
             "        [--gossip-interval MS] [--fanout N] [--max-links N] [--probe-ms MS]\n"
             "        [--dead-ms MS]          gossip timing (1000, 3, 8, 1000, 3000)\n"
+            "        [--no-dial]             dial no member (links only from --peer and others)\n"
             "        [--idle-flush S]        flush memtables after S s without writes (5; 0 off)\n"
             "        [--cache-mb N]          RocksDB block cache (32)\n"
             "        [--max-attachment BYTES] attachment uploads, streamed (4 GiB)\n"

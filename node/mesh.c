@@ -23,6 +23,7 @@
 #define MAX_PROBES 64
 #define DISC_QUEUE 64
 #define SAMPLE 1
+#define SHORT_LINK_NS 2000000000ull /* a dialled link that lives less is a failed dial */
 
 /* What this node last told a link about one database. */
 struct sent_db {
@@ -83,6 +84,8 @@ struct br_mesh {
     atomic_uint_fast64_t pulls_started, pulls_woken, refused, mismatches;
     /* arrival lag: a change's commit at the member we pulled it from -> written here */
     atomic_uint_fast64_t lag_buckets[BR_MESH_LAG_BUCKETS], lag_count, lag_sum_ms;
+    char blocked[BR_MESH_MAX_BLOCKED][BR_GOSSIP_ID_MAX]; /* br_mesh_drop's block list (loop) */
+    size_t n_blocked;
 };
 
 static uint64_t now_ms(void)
@@ -101,6 +104,14 @@ static struct br_hlc hlc_now(br_mesh *m)
     if (br_hlc_now(br_store_clock(m->o.store), &h))
         h = br_hlc_peek(br_store_clock(m->o.store));
     return h;
+}
+
+static bool is_blocked(const br_mesh *m, const char *id)
+{
+    for (size_t i = 0; i < m->n_blocked; i++)
+        if (strcmp(m->blocked[i], id) == 0)
+            return true;
+    return false;
 }
 
 static struct mlink *ml_of(struct link *l)
@@ -489,6 +500,15 @@ void mesh_link_ready(br_mesh *m, struct link *l)
 {
     if (ml_of(l))
         return;
+    if (is_blocked(m, l->peer_text)) { /* an admin's block (br_mesh_drop) */
+        br_log(BR_LOG_INFO, TAG, "event=link_refused peer=%s reason=blocked", l->peer_short);
+        /* as a refused handshake, not a lost link: a static peer's dialer backs off */
+        pthread_mutex_lock(&l->mu);
+        l->ready = false;
+        pthread_mutex_unlock(&l->mu);
+        p2p_close(l, "blocked");
+        return;
+    }
     /* The bound on links. This node dials members only while it holds fewer than max_links;
      * links others dial to it are accepted up to twice that, so a newcomer that knows only a
      * well-connected member still gets in. A static peer's link is always kept. */
@@ -497,9 +517,14 @@ void mesh_link_ready(br_mesh *m, struct link *l)
         up += k->state == LINK_UP;
     size_t cap = l->by_mesh ? m->o.max_links : 2 * (size_t)m->o.max_links;
     if (!l->dialer && up > cap) {
+        /* Over the bound, the newcomer still gets our member table before the link closes,
+         * so it can dial the others (without it, a newcomer that knows only a full seed never
+         * gets in: the simulator found that). */
         br_log(BR_LOG_INFO, TAG, "event=link_refused peer=%s reason=link_limit max=%zu",
                l->peer_short, cap);
-        p2p_close(l, "link_limit");
+        struct mlink tmp = {.l = l};
+        send_peers(m, &tmp, true);
+        p2p_close_flushed(l, "link_limit");
         return;
     }
     struct mlink *ml = br_calloc(1, sizeof *ml);
@@ -563,6 +588,10 @@ void mesh_link_gone(br_mesh *m, struct link *l, bool was_up)
     }
     if (ml->counted && br_gossip_link_down(m->g, ml->peer, now))
         br_log(BR_LOG_INFO, TAG, "event=member_probe id=%.8s reason=link_lost", ml->peer);
+    /* A link we dialled that the member closed at once (it is at its bound of links, or
+     * refuses us) counts as a failed dial, so we do not redial it every tick. */
+    if (l->by_mesh && l->initiator && p2p_now_ns() - l->opened_ns < SHORT_LINK_NS)
+        br_gossip_dial_failed(m->g, ml->peer, now);
     mlink_free(l);
 }
 
@@ -751,7 +780,7 @@ static void dial_members(br_mesh *m, uint64_t now)
         for (struct link *l = p2p_links(m->o.p2p); l && !dialling; l = l->next)
             dialling = (l->state == LINK_HS || l->state == LINK_UP) &&
                        (strcmp(l->expect, c[i]->id) == 0 || strcmp(l->peer_text, c[i]->id) == 0);
-        if (dialling)
+        if (dialling || is_blocked(m, c[i]->id))
             continue;
         char host[BR_GOSSIP_ADDR_MAX];
         int port = 0;
@@ -893,7 +922,52 @@ json_t *br_mesh_peers_json(br_mesh *m)
                         json_pack("{s:I,s:I,s:I}", "alive", (json_int_t)al, "suspect",
                                   (json_int_t)su, "dead", (json_int_t)de));
     json_object_set_new(o, "mesh_sync", json_boolean(m->o.sync));
+    json_t *b = json_array();
+    for (size_t i = 0; i < m->n_blocked; i++)
+        json_array_append_new(b, json_string(m->blocked[i]));
+    json_object_set_new(o, "blocked", b);
     return o;
+}
+
+br_err br_mesh_drop(br_mesh *m, const char *id, bool block, size_t *closed)
+{
+    size_t n = 0;
+    bool known = br_gossip_find(m->g, id) != NULL;
+    if (block && !is_blocked(m, id)) {
+        if (m->n_blocked >= BR_MESH_MAX_BLOCKED || strlen(id) >= BR_GOSSIP_ID_MAX)
+            return BR_ETOOBIG;
+        snprintf(m->blocked[m->n_blocked++], BR_GOSSIP_ID_MAX, "%s", id);
+        br_log(BR_LOG_INFO, TAG, "event=member_blocked id=%.8s", id);
+    }
+    for (struct link *l = p2p_links(m->o.p2p); l; l = l->next) {
+        /* links up with it, and our dials to it (closing an accepted handshake would make
+         * its address back off: blocked links close at mesh_link_ready instead) */
+        bool up = l->state == LINK_UP && strcmp(l->peer_text, id) == 0;
+        bool dialling = l->state == LINK_HS && l->initiator && strcmp(l->expect, id) == 0;
+        if (!up && !dialling)
+            continue;
+        p2p_close(l, block ? "blocked" : "dropped");
+        n++;
+    }
+    if (!known && !n && !block)
+        return BR_ENOTFOUND;
+    br_log(BR_LOG_INFO, TAG, "event=member_dropped id=%.8s links=%zu block=%d", id, n, block);
+    if (closed)
+        *closed = n;
+    return BR_OK;
+}
+
+br_err br_mesh_unblock(br_mesh *m, const char *id)
+{
+    for (size_t i = 0; i < m->n_blocked; i++)
+        if (strcmp(m->blocked[i], id) == 0) {
+            memmove(m->blocked[i], m->blocked[i + 1],
+                    (m->n_blocked - i - 1) * sizeof m->blocked[0]);
+            m->n_blocked--;
+            br_log(BR_LOG_INFO, TAG, "event=member_unblocked id=%.8s", id);
+            return BR_OK;
+        }
+    return BR_ENOTFOUND;
 }
 
 void br_mesh_stats(br_mesh *m, struct br_mesh_stats *out)

@@ -86,6 +86,17 @@ void br_mesh_discovered(br_mesh *m, const char *id, const char *addr);
 json_t *br_mesh_peers_json(br_mesh *m);
 void br_mesh_stats(br_mesh *m, struct br_mesh_stats *out);
 
+/* Admin (DELETE /_peers/{id}, PUT /_peers/{id}): close this node's links to member id; with
+ * block, also refuse it until br_mesh_unblock: it is not dialled, and a link to or from it
+ * closes as soon as it is up (reason=blocked). Without block the member may be dialled again,
+ * as after any lost link. *closed (may be NULL) is the number of links closed. BR_ENOTFOUND
+ * when id is neither a member nor linked (block takes any id: a member yet unmet can be
+ * refused); BR_ETOOBIG past BR_MESH_MAX_BLOCKED blocked ids. Thread: loop. */
+#define BR_MESH_MAX_BLOCKED 256
+BR_NODISCARD br_err br_mesh_drop(br_mesh *m, const char *id, bool block, size_t *closed);
+/* Lift a block; BR_ENOTFOUND when id is not blocked. Thread: loop. */
+BR_NODISCARD br_err br_mesh_unblock(br_mesh *m, const char *id);
+
 /* Hooks for p2p.c (p2p_int.h's links). Thread: loop. */
 struct link;
 struct br_wire_msg;

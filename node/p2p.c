@@ -19,6 +19,7 @@
 #include "barrel/log.h"
 #include "barrel/nodeid.h"
 #include "barrel/replicator.h"
+#include "barrel/rpc.h"
 
 #include "mesh.h"
 #include "p2p_int.h"
@@ -183,7 +184,7 @@ static br_err enqueue(struct link *l, const uint8_t *data, size_t len, bool raw,
     pthread_mutex_lock(&l->mu);
     while (!on_loop && !l->closed && l->q_bytes > 0 && l->q_bytes + len > P2P_QUEUE_MAX)
         pthread_cond_wait(&l->cv, &l->mu);
-    if (l->closed) {
+    if (l->closed || l->flushing) {
         pthread_mutex_unlock(&l->mu);
         br_free(om);
         return BR_ECLOSED;
@@ -560,140 +561,22 @@ struct sjob {
     char self[BR_NODE_ID_TEXT_LEN + 1];
 };
 
-struct collect {
-    br_wire_arena *a;
-    struct br_wire_change *v;
-    size_t n, cap;
-    br_err e;
-};
-
-static int collect_change(void *arg, const struct br_wire_change *c)
-{
-    struct collect *k = arg;
-    if (k->n == k->cap) {
-        size_t cap = k->cap ? k->cap * 2 : 64;
-        struct br_wire_change *v = br_wire_alloc(k->a, cap * sizeof *v);
-        if (!v) {
-            k->e = BR_ENOMEM;
-            return 1;
-        }
-        if (k->n)
-            memcpy(v, k->v, k->n * sizeof *v);
-        k->v = v;
-        k->cap = cap;
-    }
-    struct br_wire_change *d = &k->v[k->n];
-    *d = *c;
-    d->id = br_wire_strndup(k->a, c->id, c->id_len);
-    d->revs = br_wire_memdup(k->a, c->revs, c->n_revs * sizeof *c->revs);
-    if (!d->id || !d->revs) {
-        k->e = BR_ENOMEM;
-        return 1;
-    }
-    k->n++;
-    return 0;
-}
-
-static const char *req_db(const struct br_wire_msg *m)
-{
-    switch (m->type) {
-    case BR_WIRE_CHANGES:
-        return m->u.changes.db;
-    case BR_WIRE_REVSDIFF:
-        return m->u.revsdiff.db;
-    case BR_WIRE_GET_REVS:
-        return m->u.get_revs.db;
-    case BR_WIRE_PUT_REVS:
-        return m->u.put_revs.db;
-    case BR_WIRE_LOCAL_GET:
-    case BR_WIRE_LOCAL_PUT:
-        return m->u.local.db;
-    default:
-        return NULL;
-    }
-}
-
-static br_err serve_one(struct sjob *j, struct br_endpoint *ep, br_wire_arena *a,
-                        struct br_wire_msg *r, struct br_errbuf *eb)
-{
-    const struct br_wire_msg *q = j->req;
-    const struct br_endpoint_ops *ops = ep->ops;
-    br_err e;
-    switch (q->type) {
-    case BR_WIRE_CHANGES: {
-        struct collect k = {.a = a};
-        bool more = false;
-        size_t limit = q->u.changes.limit ? (size_t)q->u.changes.limit : BR_REP_DEFAULT_BATCH;
-        r->type = BR_WIRE_CHANGES_REPLY;
-        e = ops->changes(ep->ctx, q->u.changes.since, limit,
-                         q->u.changes.has_filter ? &q->u.changes.filter : NULL, collect_change, &k,
-                         &r->u.changes_reply.last, &more, eb);
-        if (!e)
-            e = k.e;
-        r->u.changes_reply.changes = k.v;
-        r->u.changes_reply.n = k.n;
-        r->u.changes_reply.pending = more ? 1 : 0;
-        return e;
-    }
-    case BR_WIRE_REVSDIFF:
-        r->type = BR_WIRE_REVSDIFF_REPLY;
-        return ops->revsdiff(ep->ctx, q->u.revsdiff.docs, q->u.revsdiff.n, a,
-                             &r->u.revsdiff_reply.docs, &r->u.revsdiff_reply.n, eb);
-    case BR_WIRE_GET_REVS:
-        r->type = BR_WIRE_GET_REVS_REPLY;
-        return ops->get_revs(ep->ctx, q->u.get_revs.docs, q->u.get_revs.n, q->u.get_revs.have,
-                             q->u.get_revs.n_have, q->u.get_revs.data, a, &r->u.get_revs_reply.docs,
-                             &r->u.get_revs_reply.n, eb);
-    case BR_WIRE_PUT_REVS: {
-        size_t n = q->u.put_revs.n;
-        br_err *res = br_wire_alloc(a, (n ? n : 1) * sizeof *res);
-        uint64_t *out = br_wire_alloc(a, (n ? n : 1) * sizeof *out);
-        if (!res || !out)
-            return BR_ENOMEM;
-        e = ops->put_revs(ep->ctx, q->u.put_revs.docs, n, res, eb);
-        for (size_t i = 0; i < n; i++)
-            out[i] = (uint64_t)res[i];
-        r->type = BR_WIRE_PUT_REVS_REPLY;
-        r->u.put_revs_reply.results = out;
-        r->u.put_revs_reply.n = n;
-        return e;
-    }
-    case BR_WIRE_LOCAL_GET:
-        r->type = BR_WIRE_LOCAL_GET_REPLY;
-        return ops->local_get(ep->ctx, q->u.local.id, a, &r->u.local_reply.body,
-                              &r->u.local_reply.body_len, &r->u.local_reply.rev, eb);
-    case BR_WIRE_LOCAL_PUT:
-        r->type = BR_WIRE_LOCAL_PUT_REPLY;
-        return ops->local_put(ep->ctx, q->u.local.id, q->u.local.has_rev ? &q->u.local.rev : NULL,
-                              q->u.local.body, q->u.local.body_len, &r->u.local_reply.rev, eb);
-    default:
-        return br_fail(eb, BR_EPROTO, "not a request");
-    }
-}
-
 static void serve_run(void *arg)
 {
     struct sjob *j = arg;
     struct br_errbuf eb = {{0}};
-    struct br_endpoint *ep = NULL;
-    struct br_endpoint_local_opts lo = {.node = j->self, .sync = BR_SYNC_NONE};
     br_wire_arena a = {0};
-    struct br_wire_msg r = {.rid = j->req->rid};
-    br_err e = br_endpoint_local_new(j->store, req_db(j->req), &lo, &ep, &eb);
-    if (!e)
-        e = serve_one(j, ep, &a, &r, &eb);
+    struct br_wire_msg r;
+    br_err e = br_rpc_serve(j->store, j->self, j->req, &a, &r, &eb);
     if (!e)
         e = br_wire_encode(&r, &j->out, &eb);
     if (e) {
         br_buf_reset(&j->out);
-        struct br_wire_msg em = {.type = BR_WIRE_ERROR, .rid = j->req->rid};
-        em.u.error.code = (uint64_t)e;
-        em.u.error.reason = eb.msg[0] ? eb.msg : br_strerror(e);
-        if (br_wire_encode(&em, &j->out, NULL))
+        br_rpc_error_reply(j->req, e, eb.msg, &r);
+        if (br_wire_encode(&r, &j->out, NULL))
             br_buf_reset(&j->out);
     }
     br_wire_arena_fini(&a);
-    br_endpoint_free(ep);
 }
 
 static void serve_done(void *arg)
@@ -977,8 +860,11 @@ bool br_p2p_ws_writeable(br_p2p *p, void *user)
     }
     bool more = l->q_head != NULL;
     pthread_mutex_unlock(&l->mu);
-    if (!om)
+    if (!om) {
+        if (l->close_when_sent)
+            link_close(l, "%s", l->close_when_sent);
         return true;
+    }
     bool ok;
     if (om->raw) {
         ok = br_http_ws_send_binary(l->ws, om->data, om->len);
@@ -1001,6 +887,8 @@ bool br_p2p_ws_writeable(br_p2p *p, void *user)
         return false;
     if (more)
         br_http_ws_want_write(l->ws);
+    else if (l->close_when_sent)
+        link_close(l, "%s", l->close_when_sent);
     update_rx(l);
     return true;
 }
@@ -1135,7 +1023,7 @@ size_t br_p2p_link_count(const br_p2p *p)
 {
     size_t n = 0;
     for (const struct link *l = p->links; l; l = l->next)
-        n += l->state == LINK_UP;
+        n += l->state == LINK_UP && !l->close_when_sent;
     return n;
 }
 
@@ -1366,6 +1254,21 @@ br_err p2p_send(struct link *l, const struct br_wire_msg *m)
 void p2p_close(struct link *l, const char *reason)
 {
     link_close(l, "%s", reason);
+}
+
+void p2p_close_flushed(struct link *l, const char *reason)
+{
+    if (l->state != LINK_UP && l->state != LINK_HS)
+        return;
+    pthread_mutex_lock(&l->mu);
+    l->flushing = true; /* enqueue takes nothing more */
+    bool empty = l->q_head == NULL;
+    pthread_mutex_unlock(&l->mu);
+    l->close_when_sent = reason ? reason : "closed";
+    if (empty || !l->ws)
+        link_close(l, "%s", l->close_when_sent);
+    else
+        br_http_ws_want_write(l->ws);
 }
 
 br_err p2p_dial(br_p2p *p, const char *host, int port, const char *expect_id)

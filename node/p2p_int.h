@@ -70,6 +70,7 @@ struct link {
     void *mesh;                           /* mesh.c's state for this link (loop) */
     char expect[BR_NODE_ID_TEXT_LEN + 1]; /* dialled for this member: "" any */
     bool by_mesh;                         /* dialled by the mesh */
+    const char *close_when_sent; /* p2p_close_flushed's reason (a literal), or NULL (loop) */
 
     /* shared with endpoint threads, under mu */
     pthread_mutex_t mu;
@@ -77,6 +78,7 @@ struct link {
     int refs;    /* the loop's (until gone), endpoints', jobs' */
     bool ready;  /* hello received */
     bool closed; /* no more sending or replies */
+    bool flushing; /* p2p_close_flushed: nothing more is queued */
     struct outmsg *q_head, *q_tail;
     size_t q_bytes;
     struct pending *pend;
@@ -85,6 +87,10 @@ struct link {
     size_t n_remote;
     uint64_t notify_gen; /* bumped by every digest */
 };
+
+/* Close l once what is queued for it has gone out (nothing more is queued from now on; NULL
+ * reason: "closed"). A link closing this way no longer counts as up. Thread: the loop. */
+void p2p_close_flushed(struct link *l, const char *reason);
 
 void p2p_link_ref(struct link *l);
 void p2p_link_unref(struct link *l);

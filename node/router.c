@@ -24,6 +24,8 @@ static const struct entry R_REPLICATE[] = {{BR_HTTP_POST, api_replicate, true}, 
 static const struct entry R_TASKS[] = {{BR_HTTP_GET, api_active_tasks, true}, END};
 static const struct entry R_METRICS[] = {{BR_HTTP_GET, api_metrics, false}, END};
 static const struct entry R_PEERS[] = {{BR_HTTP_GET, api_peers, false}, END};
+static const struct entry R_PEER[] = {
+    {BR_HTTP_DELETE, api_peer_delete, false}, {BR_HTTP_PUT, api_peer_put, false}, END};
 static const struct entry R_DB[] = {
     {BR_HTTP_GET, api_db_info, true},   {BR_HTTP_HEAD, api_db_info, true},
     {BR_HTTP_PUT, api_db_create, true}, {BR_HTTP_DELETE, api_db_delete, true},
@@ -76,6 +78,8 @@ static const struct entry *table_for(const br_http_ex *x)
             return R_PEERS;
         return p->seg[0][0] == '_' ? NULL : R_DB;
     case 2:
+        if (is(x, 0, "_peers"))
+            return R_PEER;
         if (p->seg[0][0] == '_')
             return NULL;
         if (p->seg[1][0] != '_')

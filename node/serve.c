@@ -329,6 +329,18 @@ static json_t *peers_json(void *arg)
     return n->gossip ? br_mesh_peers_json(n->gossip) : NULL;
 }
 
+static br_err peer_drop(void *arg, const char *id, bool block, size_t *closed)
+{
+    struct node *n = arg;
+    return br_mesh_drop(n->gossip, id, block, closed);
+}
+
+static br_err peer_unblock(void *arg, const char *id)
+{
+    struct node *n = arg;
+    return br_mesh_unblock(n->gossip, id);
+}
+
 static void on_wake(void *arg)
 {
     struct node *n = arg;
@@ -614,7 +626,7 @@ static int start_mesh(struct node *n, const struct br_serve_opts *o, const char 
                               .self_addrs = ap,
                               .n_self_addrs = na,
                               .sync = true,
-                              .dial = true,
+                              .dial = !o->no_dial,
                               .dbs = o->n_mesh_dbs ? n->mesh_dbs : NULL,
                               .n_dbs = o->n_mesh_dbs,
                               .interval_ms = o->gossip_interval_ms,
@@ -630,6 +642,8 @@ static int start_mesh(struct node *n, const struct br_serve_opts *o, const char 
     }
     br_p2p_set_mesh(n->p2p, n->gossip);
     n->api.peers = peers_json;
+    n->api.peer_drop = peer_drop;
+    n->api.peer_unblock = peer_unblock;
     /* static peers are members too: dialled by their dialers, known to gossip once linked */
     br_log(BR_LOG_INFO, "mesh", "event=mesh_on addr=%s dbs=%s", addrs[0],
            o->n_mesh_dbs ? "listed" : "all");

@@ -17,6 +17,7 @@ packages=(
     libzstd-dev # compression of large wire messages (sync/wire.c)
     libcriterion-dev
     avahi-daemon avahi-utils dbus iproute2 # mDNS tests in network namespaces
+    gnuplot-nox # the simulator's plots (simulations/plots.sh)
 )
 
 missing=()

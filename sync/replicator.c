@@ -46,6 +46,7 @@ struct br_rep {
     struct br_endpoint *src, *tgt;
     size_t batch;
     bool continuous;
+    bool serial;
     bool opaque; /* the source's seqs are opaque JSON text (changes_opaque) */
     uint64_t idle_ms;
     const struct br_env *env;
@@ -168,6 +169,7 @@ br_err br_rep_new(struct br_endpoint *src, struct br_endpoint *tgt, const struct
     r->tgt = tgt;
     r->batch = o->batch_size ? o->batch_size : BR_REP_DEFAULT_BATCH;
     r->continuous = o->continuous;
+    r->serial = o->serial;
     r->opaque = src->ops->changes_opaque != NULL;
     r->stats.opaque_seq = r->opaque;
     r->idle_ms = o->idle_check_ms ? o->idle_check_ms : 30000;
@@ -894,6 +896,67 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* opts.serial: this thread reads a batch, writes it, and only then reads the next (no reader
+ * thread). Same calls, same checkpoints and the same commit points as the pipelined run. */
+static br_err run_serial(br_rep *r, struct pipe *p, struct br_errbuf *eb)
+{
+    struct br_hlc since;
+    char since_text[BR_REP_SEQ_MAX];
+    bool dirty = false;
+    br_err e = BR_OK;
+    pthread_mutex_lock(&r->mu);
+    since = r->stats.last_seq;
+    snprintf(since_text, sizeof since_text, "%s", r->stats.last_seq_text);
+    pthread_mutex_unlock(&r->mu);
+    while (!atomic_load(&r->cancelled)) {
+        struct batch *b = NULL;
+        e = read_batch(r, p, since, since_text, &b, eb);
+        if (e)
+            break;
+        if (!b) {
+            if (!r->continuous)
+                break;
+            if (dirty) { /* caught up: what was written becomes durable before the wait */
+                e = commit(r, eb);
+                if (e)
+                    break;
+                dirty = false;
+            }
+            pthread_mutex_lock(&r->src_mu);
+            e = r->opaque ? r->src->ops->wait_opaque(r->src->ctx, since_text, r->idle_ms)
+                          : r->src->ops->wait(r->src->ctx, since, r->idle_ms);
+            pthread_mutex_unlock(&r->src_mu);
+            if (e == BR_ETIMEDOUT)
+                e = BR_OK;
+            if (e == BR_ECLOSED) {
+                e = BR_OK;
+                break;
+            }
+            if (e) {
+                br_errbuf_set(eb, "waiting for changes on %s: %s", r->src->name, br_strerror(e));
+                break;
+            }
+            continue;
+        }
+        since = b->last;
+        snprintf(since_text, sizeof since_text, "%s", b->last_text);
+        bool last = !b->more && !r->continuous;
+        p->read++;
+        e = write_batch(r, b, eb);
+        batch_free(b);
+        p->written++;
+        dirty = true;
+        if (e || last)
+            break;
+    }
+    if (dirty) { /* the run's writes, even those before an error, become durable */
+        br_err ce = commit(r, e ? NULL : eb);
+        if (!e)
+            e = ce;
+    }
+    return e;
+}
+
 br_err br_rep_run(br_rep *r, struct br_errbuf *eb)
 {
     br_err e = cp_load(r, r->src, &r->cp_src, eb);
@@ -925,6 +988,10 @@ br_err br_rep_run(br_rep *r, struct br_errbuf *eb)
     struct reader rd = {r, &p};
     bool dirty = false; /* the writer wrote batches since the target's last commit */
     pthread_t th;
+    if (r->serial) {
+        e = run_serial(r, &p, eb);
+        goto done;
+    }
     if (pthread_create(&th, NULL, reader_main, &rd) != 0) {
         e = br_fail(eb, BR_ENOMEM, "cannot start the replication's reader thread");
         goto done;

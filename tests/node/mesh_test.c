@@ -136,6 +136,34 @@ Test(mesh, a_node_that_reaches_one_member_learns_the_rest_and_converges)
         cr_assert(wait_same_digest(&N[i], &N[4], "notes", 10000));
 }
 
+/* A member at its bound of links still hands a newcomer its member table before it closes the
+ * link, so a newcomer that knows only that member gets in through the others (found by the
+ * simulator: without it, newcomers that knew only a full seed never joined). */
+Test(mesh, a_full_seed_refuses_a_newcomer_but_hands_it_the_members)
+{
+    make_key();
+    const char *seed[] = {"--max-links", "1", NULL};
+    mesh_start(&N[0], seed); /* accepts two links */
+    for (int i = 1; i < 3; i++) {
+        const char *e[] = {"--peer", url_of(0), NULL};
+        mesh_start(&N[i], e);
+    }
+    for (int i = 0; i < 3; i++)
+        for (int t = 0; t < 100 && members(&N[i]) < 2; t++)
+            usleep(50000);
+    cr_assert_eq(members(&N[0]), 2);
+    const char *e3[] = {"--peer", url_of(0), NULL};
+    mesh_start(&N[3], e3);
+    for (int t = 0; t < 200 && members(&N[3]) < 3; t++)
+        usleep(50000);
+    cr_assert_eq(members(&N[3]), 3, "the newcomer did not learn the members from the full seed");
+    cr_assert(log_has(&N[0], "reason=link_limit"), "the seed did not refuse the newcomer");
+    ndb(&N[1], "notes");
+    char rev[128];
+    nput(&N[1], "/notes/from-b", "{\"v\":1}", rev, sizeof rev);
+    cr_assert(wait_doc(&N[3], "/notes/from-b", 200, rev, 15000), "B's write did not reach D");
+}
+
 Test(mesh, a_killed_member_is_suspected_then_dead_then_alive_again)
 {
     make_key();

@@ -58,6 +58,7 @@ struct br_serve_opts {
     unsigned max_links;
     unsigned probe_ms;
     unsigned dead_ms;
+    bool no_dial; /* the mesh dials no member itself: links come from --peer and from others */
 };
 
 /* Run the node. Prints "barrel: listening on http://ADDR:PORT data=DIR node=ID" on out once

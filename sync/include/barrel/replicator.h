@@ -49,6 +49,10 @@ struct br_rep_opts {
     uint64_t idle_check_ms;   /* continuous: re-read the source after this long without a wake-up
                                  (a safety net, not the mechanism); 0: 30000 */
     const struct br_env *env; /* randomness (session ids) and wall clock; NULL: default */
+    /* Read a batch, write it, then read the next, all on the calling thread (no reader
+     * thread, no read-ahead): every endpoint call is made by that one thread, in an order
+     * that depends only on the data, which is what the deterministic simulator needs. */
+    bool serial;
     /* After each batch of which the target accepted revisions: the newest source seq of the
      * batch (an HLC: the source's clock when it committed that change; never called for opaque
      * seqs) and how many revisions were written. On the thread that runs br_rep_run. May be
