@@ -101,6 +101,19 @@ static br_err put_bytes(br_buf *b, const void *p, size_t n)
     return e ? e : br_buf_append(b, p, n);
 }
 
+/* The varint of v (store_put_varint's encoding) at p, which has room for 10 bytes; returns its
+ * length. */
+static size_t varint_at(uint8_t *p, uint64_t v)
+{
+    size_t k = 0;
+    do {
+        uint8_t c = v & 0x7f;
+        v >>= 7;
+        p[k++] = (uint8_t)(c | (v ? 0x80 : 0));
+    } while (v);
+    return k;
+}
+
 br_err docrec_encode(const struct docrec *r, br_buf *out)
 {
     uint8_t hdr[1 + 12];
@@ -136,11 +149,20 @@ br_err docrec_encode(const struct docrec *r, br_buf *out)
         uint32_t node = br_revtree_find(&r->tree, &l->rev);
         if (node == BR_REVTREE_NONE || !r->tree.nodes[node].leaf)
             return BR_EINVAL; /* programmer error: data for a revision that is not a leaf */
-        e = store_put_varint(out, node);
-        if (!e)
-            e = put_bytes(out, l->body, l->body_len);
-        if (!e)
-            e = store_put_varint(out, l->n_atts);
+        /* node, body length, body, attachment count: one reservation (this runs for every
+         * document written) */
+        e = br_buf_reserve(out, 3 * 10 + l->body_len);
+        if (e)
+            break;
+        uint8_t *p = out->data + out->len;
+        p += varint_at(p, node);
+        p += varint_at(p, l->body_len);
+        if (l->body_len)
+            memcpy(p, l->body, l->body_len);
+        p += l->body_len;
+        p += varint_at(p, l->n_atts);
+        out->len = (size_t)(p - out->data);
+        out->data[out->len] = 0;
         for (size_t j = 0; !e && j < l->n_atts; j++) {
             const struct br_att_stub *a = &l->atts[j];
             e = put_bytes(out, a->name, strlen(a->name));

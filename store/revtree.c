@@ -309,9 +309,16 @@ static size_t varint_put(uint8_t out[10], uint64_t v)
     return n;
 }
 
-static int hex_val(char c)
+/* The value of a lowercase hex digit (rev_valid checked it): one load per digit, since every
+ * revision of a document is packed at each write of it. */
+static const uint8_t HEX_VAL[256] = {
+    ['0'] = 0, ['1'] = 1, ['2'] = 2,  ['3'] = 3,  ['4'] = 4,  ['5'] = 5,  ['6'] = 6,  ['7'] = 7,
+    ['8'] = 8, ['9'] = 9, ['a'] = 10, ['b'] = 11, ['c'] = 12, ['d'] = 13, ['e'] = 14, ['f'] = 15,
+};
+
+static unsigned hex_val(char c)
 {
-    return c <= '9' ? c - '0' : c - 'a' + 10;
+    return HEX_VAL[(unsigned char)c];
 }
 
 br_err br_revtree_encode(const br_revtree *t, br_buf *out)
@@ -337,11 +344,12 @@ br_err br_revtree_encode(const br_revtree *t, br_buf *out)
             k += varint_put(tmp + k, i - nd->parent);
         k += varint_put(tmp + k, nd->rev.gen);
         k += varint_put(tmp + k, nd->rev.hash_len);
-        for (size_t j = 0; j < nd->rev.hash_len; j += 2) {
-            int hi = hex_val(nd->rev.hash[j]);
-            int lo = j + 1 < nd->rev.hash_len ? hex_val(nd->rev.hash[j + 1]) : 0;
-            tmp[k++] = (uint8_t)(hi << 4 | lo);
-        }
+        const char *h = nd->rev.hash;
+        size_t j = 0;
+        for (; j + 1 < nd->rev.hash_len; j += 2)
+            tmp[k++] = (uint8_t)(hex_val(h[j]) << 4 | hex_val(h[j + 1]));
+        if (j < nd->rev.hash_len) /* an odd count: the last low nibble is zero */
+            tmp[k++] = (uint8_t)(hex_val(h[j]) << 4);
         e = br_buf_append(out, tmp, k);
     }
     if (e) {

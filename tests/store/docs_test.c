@@ -509,6 +509,72 @@ Test(docs, bulk_docs_touching_one_id_apply_in_order)
     cr_expect_eq(info.doc_count, 1);
 }
 
+static int count_change(void *arg, const struct br_change *c)
+{
+    (void)c;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* A batch's stored records are read together (wctx_prefetch): whether they sit in SST files or
+ * the memtable, whatever the order of the batch's ids, and with an id given twice. */
+Test(docs, bulk_reads_records_from_files_and_memtable_in_any_order)
+{
+    enum { N = 40 };
+    char ids[2 * N][8];
+    struct br_rev revs[2 * N];
+    uint8_t b1[] = {0xa1, 0x61, 'v', 0x01}, b2[] = {0xa1, 0x61, 'v', 0x02};
+    struct br_put puts[2 * N + 2];
+    struct br_put_result res[2 * N + 2];
+    /* N documents flushed to an SST file, N more left in the memtable */
+    for (int half = 0; half < 2; half++) {
+        for (int i = 0; i < N; i++) {
+            int k = half * N + i;
+            snprintf(ids[k], sizeof ids[k], "%c%02d", half ? 'm' : 'k', i);
+            puts[i] = (struct br_put){.id = ids[k], .id_len = 3, .body = b1, .body_len = 4};
+        }
+        cr_assert_eq(br_db_bulk(db, puts, N, &NOSYNC, res), BR_OK);
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(res[i].err, BR_OK);
+            revs[half * N + i] = res[i].rev;
+        }
+        if (!half)
+            cr_assert_eq(br_store_flush(st), BR_OK);
+    }
+    /* update all of them, ids interleaved from both ends (not in key order), then one id a
+     * second time with the same parent (a conflict) and a new document */
+    size_t n = 0;
+    for (int i = 0; i < N; i++) {
+        int a = 2 * N - 1 - i, b = i;
+        puts[n++] =
+            (struct br_put){.id = ids[a], .id_len = 3, .rev = &revs[a], .body = b2, .body_len = 4};
+        puts[n++] =
+            (struct br_put){.id = ids[b], .id_len = 3, .rev = &revs[b], .body = b2, .body_len = 4};
+    }
+    puts[n++] =
+        (struct br_put){.id = ids[7], .id_len = 3, .rev = &revs[7], .body = b1, .body_len = 4};
+    puts[n++] = (struct br_put){.id = "new", .id_len = 3, .body = b1, .body_len = 4};
+    cr_assert_eq(br_db_bulk(db, puts, n, &NOSYNC, res), BR_OK);
+    for (size_t i = 0; i < 2 * N; i++) {
+        cr_expect_eq(res[i].err, BR_OK, "%s: %s", res[i].id, res[i].reason);
+        cr_expect_eq(res[i].rev.gen, 2, "%s", res[i].id);
+    }
+    cr_expect_eq(res[2 * N].err, BR_ECONFLICT, "the first edit of k07 consumed its parent");
+    cr_expect_eq(res[2 * N + 1].err, BR_OK);
+    for (int k = 0; k < 2 * N; k++) {
+        json_t *j = get_obj(ids[k], NULL);
+        cr_expect_eq(json_integer_value(json_object_get(j, "v")), 2, "%s", ids[k]);
+        json_decref(j);
+    }
+    struct br_db_info info;
+    cr_assert_eq(br_db_info(db, &info), BR_OK);
+    cr_expect_eq(info.doc_count, 2 * N + 1);
+    int seen = 0;
+    struct br_changes_opts co = {.since = BR_HLC_MIN};
+    cr_assert_eq(br_db_changes(db, &co, count_change, &seen, NULL), BR_OK);
+    cr_expect_eq(seen, 2 * N + 1, "one change per document: the old entries were removed");
+}
+
 Test(docs, bad_input_is_rejected_and_leaves_the_store_unchanged)
 {
     struct br_put_result res;

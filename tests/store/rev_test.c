@@ -353,6 +353,30 @@ Test(rev, rev09_path_check_rejects_inconsistent)
     cr_assert_eq(br_rev_path_check(&junk, 1), BR_EBADREV);
 }
 
+/* The digits of a revision are checked 8 at a time (rev.c rev_valid): every byte value at every
+ * position of hashes of every length is judged as one digit at a time would judge it. */
+Test(rev, path_check_judges_every_digit_of_every_length)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t len = 1; len <= BR_REV_HASH_MAX; len++) {
+        struct br_rev r = {.gen = 1, .hash_len = (uint8_t)len};
+        for (size_t i = 0; i < len; i++)
+            r.hash[i] = digits[(i * 7) % 16];
+        r.hash[len] = '\0';
+        cr_assert_eq(br_rev_path_check(&r, 1), BR_OK, "len %zu", len);
+        for (size_t pos = 0; pos < len; pos++) {
+            char keep = r.hash[pos];
+            for (int v = 0; v < 256; v++) {
+                r.hash[pos] = (char)v;
+                bool hex = all_lower_hex(r.hash + pos, 1);
+                cr_assert_eq(br_rev_path_check(&r, 1), hex ? BR_OK : BR_EBADREV,
+                             "len %zu pos %zu byte 0x%02x", len, pos, v);
+            }
+            r.hash[pos] = keep;
+        }
+    }
+}
+
 /* REV-11: a new document gets one gen-1 rev; an update of 1-abc gives the path [2-..., 1-abc]. */
 Test(rev, rev11_new_doc_and_update_generations)
 {

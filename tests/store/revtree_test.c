@@ -982,6 +982,25 @@ Test(revtree, rev34_round_trip_empty_single_chain_branched)
 }
 
 /* REV-34: the exact bytes, so the storage form cannot drift silently. */
+/* Every hex digit packs to its nibble (revtree.c packs through a table), odd counts too. */
+Test(revtree, encoding_packs_every_digit)
+{
+    br_revtree t;
+    br_buf b;
+    br_revtree_init(&t);
+    add(&t, "1-0123456789abcdef", NULL, false);
+    add(&t, "2-fedcba9876543210a", "1-0123456789abcdef", false);
+    const uint8_t want[] = {0x02, 0x01, 0x01, 0x10, 0x01, 0x23, 0x45, 0x67, 0x89,
+                            0xab, 0xcd, 0xef, 0x00, 0x01, 0x02, 0x11, 0xfe, 0xdc,
+                            0xba, 0x98, 0x76, 0x54, 0x32, 0x10, 0xa0};
+    encode(&t, &b);
+    cr_assert_eq(b.len, sizeof want);
+    cr_assert_eq(memcmp(b.data, want, sizeof want), 0);
+    br_buf_fini(&b);
+    round_trip(&t);
+    br_revtree_fini(&t);
+}
+
 Test(revtree, rev34_encoding_bytes)
 {
     br_revtree t;
