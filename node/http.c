@@ -8,11 +8,29 @@
  * handler's later br_http_respond() frees it. STREAMING is a chunked response whose body
  * arrives piece by piece (br_http_stream_write) until br_http_stream_end. A streamed request
  * body (stream_body) is DISPATCHED as soon as its headers are in; its pieces go to the handler
- * while the exchange stays DISPATCHED, paused and resumed with lws_rx_flow_control. */
+ * while the exchange stays DISPATCHED, paused and resumed with lws_rx_flow_control.
+ *
+ * Request framing: a body is framed by Content-Length; lws 4.1 decodes no Transfer-Encoding,
+ * so such a request is refused (411) and its connection closed. Two defects of lws 4.1 are
+ * worked around here:
+ * - It reads a POST, PUT or PATCH with neither header as a body of up to 100 MB, where HTTP/1.1
+ *   (RFC 9112 §6.3) says the body is empty and what follows is the next request; it then
+ *   discards everything the client sends on that connection. Such an "unframed" request is
+ *   answered as body-less, and its connection then moves to a fresh wsi (handoff()). Bytes the
+ *   client had already sent after it are in lws' hands and cannot be given back: then the
+ *   answer closes the connection instead.
+ * - When it parses a request with a body from bytes it had buffered (a request pipelined
+ *   behind another), it hands the request its own header bytes as body, and for a
+ *   Content-Length body then loops forever. Such a request is refused by closing the
+ *   connection before any of those bytes reach the handler (refeed()). */
 #include "http.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <libwebsockets.h>
@@ -26,7 +44,8 @@
  * goes out with its headers in one write. */
 #define WRITE_MAX (128u * 1024u)
 #define HDR_SPACE 4096
-#define CHUNK_FRAME 16 /* "%zx\r\n" before a chunk, "\r\n" after */
+#define CHUNK_FRAME 16     /* "%zx\r\n" before a chunk, "\r\n" after */
+#define COMPLETIONS_MAX 64 /* body completions of one request in one turn: lws is looping */
 
 enum { X_READING = 1, X_DISPATCHED, X_RESPONDING, X_FLUSHING, X_STREAMING };
 
@@ -37,8 +56,18 @@ struct br_http_server {
     size_t inflight;     /* exchanges DISPATCHED or RESPONDING after dispatch */
     unsigned char *wbuf; /* LWS_PRE + CHUNK_FRAME + max(CHUNK, WRITE_MAX) */
     lws_sorted_usec_list_t tick;
-    void *connecting;    /* the user of a br_http_ws_connect call in progress */
-    bool connect_failed; /* its connection failed before the call returned */
+    void *connecting;         /* the user of a br_http_ws_connect call in progress */
+    bool connect_failed;      /* its connection failed before the call returned */
+    struct handoff *handoffs; /* connections waiting for their new wsi (handoff()) */
+    unsigned turn;            /* turns of the loop (br_http_server_service calls) */
+};
+
+/* A connection between two wsis (handoff()). */
+struct handoff {
+    lws_sorted_usec_list_t sul;
+    br_http_server *s;
+    struct handoff *next;
+    int fd;
 };
 
 struct conn {
@@ -46,6 +75,11 @@ struct conn {
     void *ws_user;   /* a WebSocket accepted by on_ws_open */
     bool counted;    /* reported to on_conn */
     bool ws_closing; /* br_http_ws_close was called: send the reason and close */
+    /* lws binds a fresh conn for every HTTP request; these describe the current one */
+    bool unframed;     /* no framing header: its body is empty (see the top) */
+    bool pipelined;    /* unframed, and bytes followed it: close after the answer */
+    bool body_started; /* a body byte arrived */
+    unsigned completion_turn, completions; /* BODY_COMPLETIONs in this turn of the loop */
     int ws_code;
     char ws_reason[124];
 };
@@ -378,6 +412,42 @@ static br_http_ex *new_exchange(br_http_server *s, struct lws *wsi, const char *
     return x;
 }
 
+/* The method as lws recognised it (its request line starts with this). */
+static const char *method_token(struct lws *wsi)
+{
+    static const struct {
+        enum lws_token_indexes tok;
+        const char *name;
+    } tab[] = {
+        {WSI_TOKEN_GET_URI, "GET"},       {WSI_TOKEN_POST_URI, "POST"},
+        {WSI_TOKEN_PUT_URI, "PUT"},       {WSI_TOKEN_PATCH_URI, "PATCH"},
+        {WSI_TOKEN_DELETE_URI, "DELETE"}, {WSI_TOKEN_OPTIONS_URI, "OPTIONS"},
+        {WSI_TOKEN_HEAD_URI, "HEAD"},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
+        if (lws_hdr_total_length(wsi, tab[i].tok) > 0)
+            return tab[i].name;
+    }
+    return NULL;
+}
+
+/* A request lws reads as a body of up to 100 MB: a POST, PUT or PATCH without Content-Length
+ * (Transfer-Encoding is refused before this is asked). */
+static bool is_unframed(struct lws *wsi)
+{
+    return lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0 &&
+           (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0 ||
+            lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI) > 0 ||
+            lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI) > 0);
+}
+
+/* HTTP/1.1, whose connections stay open unless "Connection: close" (lws' own test). */
+static bool is_http11(struct lws *wsi)
+{
+    char v[16];
+    return lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_HTTP) > 7 && v[5] == '1' && v[7] == '1';
+}
+
 static int on_http(br_http_server *s, struct lws *wsi, struct conn *c, const char *in)
 {
     br_http_ex *x = new_exchange(s, wsi, in);
@@ -389,7 +459,23 @@ static int on_http(br_http_server *s, struct lws *wsi, struct conn *c, const cha
         start_response(x);
         return 0;
     }
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+        /* lws would read the encoded bytes as the body, or as the next request */
+        fail_now(x, 411, "length_required",
+                 "Transfer-Encoding request bodies are not supported; send Content-Length");
+        return 0;
+    }
+    if (is_unframed(wsi)) {
+        c->unframed = true;
+        if (!is_http11(wsi))
+            x->close_after = true; /* no keep-alive: nothing to hand over */
+    }
     char *cl = hdr_dup(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    if (!cl && lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+        /* lws frames the body by it: never read it as absent */
+        fail_now(x, 500, "internal_server_error", "out of memory");
+        return 0;
+    }
     unsigned long long clen = 0;
     if (cl) {
         char *end = NULL;
@@ -449,9 +535,50 @@ static int on_stream_body(br_http_server *s, br_http_ex *x, const void *in, size
     return 0;
 }
 
-static int on_body(br_http_server *s, struct conn *c, const void *in, size_t len)
+/* lws 4.1 hands a request it parsed from buffered bytes those bytes as its body (see the
+ * top): the piece then starts with the request's own request line, the method, a space and an
+ * origin-form target ("/..."), and, if the line is in the piece, " HTTP/1.x" before its CRLF.
+ * A real body that starts like the request line of the request carrying it is refused too. */
+static bool refeed(struct lws *wsi, const unsigned char *p, size_t n)
+{
+    const char *m = method_token(wsi);
+    if (!m || n == 0)
+        return false;
+    size_t i = 0;
+    while (i < n && (p[i] == '\r' || p[i] == '\n'))
+        i++;
+    char want[16];
+    size_t wl = (size_t)snprintf(want, sizeof want, "%s /", m);
+    size_t k = n - i < wl ? n - i : wl;
+    if (k == 0 || memcmp(p + i, want, k) != 0)
+        return false;
+    const unsigned char *eol = memchr(p + i, '\n', n - i);
+    if (!eol) /* the piece ends within the line: as far as it goes, it is one */
+        return true;
+    size_t ll = (size_t)(eol - (p + i)); /* up to the LF */
+    return ll >= wl + 10 && memcmp(eol - 10, " HTTP/1.", 8) == 0 && eol[-1] == '\r';
+}
+
+static int on_body(br_http_server *s, struct lws *wsi, struct conn *c, const void *in, size_t len)
 {
     br_http_ex *x = c->x;
+    if (c->unframed) {
+        /* not a body: bytes of the next request(s), which lws will not give back. They are
+         * not even read: when lws parsed this request from its buffer, they can be memory
+         * it has already freed. */
+        c->pipelined = true;
+        if (x)
+            x->close_after = true;
+        return 0;
+    }
+    if (len > 0 && !c->body_started) {
+        c->body_started = true;
+        if (refeed(wsi, in, len)) {
+            br_log(BR_LOG_INFO, "http", "event=pipelined_body_refused path=%s",
+                   x && x->req.path ? x->req.path : "?");
+            return -1; /* closed before lws could loop on it */
+        }
+    }
     if (x && x->req.body_streamed && x->state == X_DISPATCHED && !x->body_done)
         return on_stream_body(s, x, in, len);
     if (!x || x->state != X_READING)
@@ -525,11 +652,19 @@ static int write_headers(br_http_server *s, struct lws *wsi, br_http_ex *x, bool
     return 0;
 }
 
+static int handoff(br_http_server *s, struct lws *wsi);
+
 /* The exchange is answered: log it, free it, and keep the connection or close it. */
 static int finish(struct lws *wsi, struct conn *c)
 {
     br_http_ex *x = c->x;
     bool close = x->close_after;
+    if (c->unframed && !close && lws_partial_buffered(wsi)) {
+        /* the hand-over must not leave behind what lws still holds of the answer */
+        x->state = X_FLUSHING;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
     if (x->rx_paused)
         lws_rx_flow_control(wsi, 1);
     if (x->srv->o.on_done)
@@ -542,9 +677,69 @@ static int finish(struct lws *wsi, struct conn *c)
     c->x = NULL;
     if (close)
         return -1;
+    if (c->unframed) /* lws would swallow the next requests: a fresh wsi reads them */
+        return handoff(server_of(wsi), wsi);
     if (lws_http_transaction_completed(wsi))
         return -1;
     return 0;
+}
+
+/* ---- handing a connection to a fresh wsi (after an unframed request) ----
+ * The wsi that read an unframed request cannot be told its body is empty, so once the answer
+ * is out the socket moves to a new wsi: it is duplicated, the old descriptor number is
+ * pointed at an unconnected socket (closing the old wsi must not shut the connection down:
+ * lws does that with shutdown(2), which acts on the socket, not the descriptor), and on the
+ * next turn of the loop the duplicate is adopted like a newly accepted connection. Only when
+ * nothing followed the request (else the answer closed the connection): lws 4.1 cannot take
+ * back bytes it has read without mis-framing them (see the top). Plain TCP only, poll loop
+ * only (what the server uses). Returns -1: the old wsi closes. */
+static void handoff_adopt(lws_sorted_usec_list_t *sul)
+{
+    struct handoff *h = lws_container_of(sul, struct handoff, sul);
+    br_http_server *s = h->s;
+    for (struct handoff **p = &s->handoffs; *p; p = &(*p)->next) {
+        if (*p == h) {
+            *p = h->next;
+            break;
+        }
+    }
+    if (!lws_adopt_socket_vhost(s->vh, h->fd)) /* lws has closed the descriptor */
+        br_log(BR_LOG_INFO, "http", "event=handoff_failed step=adopt");
+    br_free(h);
+}
+
+static int handoff(br_http_server *s, struct lws *wsi)
+{
+    int fd = lws_get_socket_fd(wsi);
+    int moved = -1, inert = -1;
+    struct handoff *h = NULL;
+    errno = 0; /* the log below names the call that failed, if one did */
+    if (fd < 0 || lws_is_ssl(wsi))
+        goto fail;
+    h = br_calloc(1, sizeof *h);
+    if (!h)
+        goto fail;
+    moved = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (moved < 0)
+        goto fail;
+    inert = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (inert < 0 || dup2(inert, fd) < 0)
+        goto fail;
+    close(inert);
+    h->s = s;
+    h->fd = moved;
+    h->next = s->handoffs;
+    s->handoffs = h;
+    lws_sul_schedule(s->ctx, 0, &h->sul, handoff_adopt, 1);
+    return -1;
+fail:
+    br_log(BR_LOG_INFO, "http", "event=handoff_failed errno=%d", errno);
+    if (inert >= 0)
+        close(inert);
+    if (moved >= 0)
+        close(moved);
+    br_free(h);
+    return -1; /* the client sees the connection close after its answer */
 }
 
 static int on_writeable(br_http_server *s, struct lws *wsi, struct conn *c)
@@ -837,8 +1032,19 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return -1;
         return on_http(s, wsi, c, in);
     case LWS_CALLBACK_HTTP_BODY:
-        return on_body(s, c, in, len);
+        return on_body(s, wsi, c, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        /* lws repeats this while bytes wait behind a body whose answer is not out yet, once
+         * per turn of the loop; many in one turn is it looping on a re-read body (refeed()
+         * should have refused it): close rather than spin */
+        if (c->completion_turn != s->turn) {
+            c->completion_turn = s->turn;
+            c->completions = 0;
+        }
+        if (++c->completions > COMPLETIONS_MAX) {
+            br_log(BR_LOG_WARN, "http", "event=body_loop_broken");
+            return -1;
+        }
         if (c->x && c->x->req.body_streamed && c->x->state == X_DISPATCHED && !c->x->body_done) {
             lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
             c->x->body_done = true;
@@ -950,6 +1156,7 @@ br_err br_http_server_new(const struct br_http_opts *o, br_http_server **out, st
 
 void br_http_server_service(br_http_server *s)
 {
+    s->turn++;
     lws_service(s->ctx, 0);
 }
 
@@ -973,6 +1180,13 @@ void br_http_server_free(br_http_server *s)
     if (!s)
         return;
     lws_sul_cancel(&s->tick);
+    while (s->handoffs) {
+        struct handoff *h = s->handoffs;
+        s->handoffs = h->next;
+        lws_sul_cancel(&h->sul);
+        close(h->fd);
+        br_free(h);
+    }
     lws_context_destroy(s->ctx);
     br_free(s->wbuf);
     br_free(s);

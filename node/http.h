@@ -5,6 +5,11 @@
  * handler fills in, one lws_write per WRITEABLE callback, the body in pieces, keeping the
  * connection alive when HTTP allows. Bodies larger than max_body get 413 and the connection is
  * closed; a request whose headers or body do not arrive within request_timeout_s is closed.
+ * A body is framed by Content-Length: a request without one has an empty body (a POST, PUT or
+ * PATCH too) and the connection stays usable, unless the client had already sent more behind
+ * it (then it is closed after the answer). A Transfer-Encoding body is refused with 411, and a
+ * body pipelined behind another request is refused, both by closing the connection
+ * (libwebsockets 4.1 cannot frame them, see http.c).
  * A body the node asks to stream (stream_body: attachment uploads) is not collected but handed
  * over piece by piece, with flow control, up to max_stream_body.
  *
