@@ -28,6 +28,8 @@
  * PCRE2 match block per br_qnode_match call that meets a regex. The body is first checked to be
  * exactly one well-formed map (one br_cbor_skip pass), because the walks stop early and would
  * not notice a malformed tail; anything malformed makes the match false, never NOT-inverted.
+ * Stored bodies (query_match_stored, find's check of each candidate) skip that pass and are
+ * read with a shorter path to the same items ("reading bodies" below).
  *
  * Regexes are PCRE2 (UTF mode, \C forbidden), compiled through br_malloc so that torture tests
  * reach them, with a match context that limits backtracking (match, depth and heap limits); a
@@ -1227,6 +1229,7 @@ enum { W_GO, W_STOP, W_BAD }; /* keep walking, answer known, malformed body */
 
 struct ectx {
     pcre2_match_data *md; /* created on the first regex test of a br_qnode_match call */
+    bool stored;          /* a stored record's body (query_match_stored): read with rd_next */
 };
 
 /* The state of one leaf condition's walk. */
@@ -1433,11 +1436,148 @@ static int test(struct leaf *lf, const struct br_cbor_item *it, bool elem)
     }
 }
 
+/* ---- reading bodies ----
+ *
+ * Bodies from clients and peers (br_query_match, br_qnode_match) are read with br_cbor_next,
+ * the one decoder every outside byte goes through. The bodies of stored records, validated when
+ * they were written, are the per-candidate work of find (query_match_stored), and are read with
+ * rd_next: the plain items documents are made of (integers, single and double floats, false,
+ * true, null, ASCII text, byte strings, definite containers) are decoded here, anything else
+ * (non-ASCII text, half floats, tags, indefinite lengths, malformed or truncated heads) goes to
+ * br_cbor_next, which decodes or rejects it. So the items and errors are br_cbor_next's, without
+ * its libcbor callbacks and UTF-8 pass, which were half the instructions of checking a
+ * candidate's body (bench/query_bench.c part 1 under callgrind). */
+
+/* Are the n bytes at s all below 0x80? Eight at a time (the last eight overlapping), two
+ * overlapping fours, or one by one. */
+static bool ascii(const uint8_t *s, size_t n)
+{
+    uint64_t any = 0, w;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&w, s + i, 8);
+            any |= w;
+        }
+        memcpy(&w, s + n - 8, 8);
+        any |= w;
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        any = a | b;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            any |= s[i];
+    }
+    return (any & 0x8080808080808080ull) == 0;
+}
+
+static br_err rd_next(struct br_cbor_reader *r, struct br_cbor_item *it)
+{
+    const uint8_t *p = r->p;
+    if (p >= r->end)
+        return BR_EPROTO;
+    size_t avail = (size_t)(r->end - p), hl = 1;
+    unsigned mt = p[0] >> 5, ai = p[0] & 0x1f;
+    uint64_t v = ai;
+    if (ai >= 24) { /* the argument follows in 1, 2, 4 or 8 bytes */
+        size_t k = ai <= 27 ? (size_t)1 << (ai - 24) : 0;
+        if (!k || avail <= k)
+            return br_cbor_next(r, it);
+        v = 0;
+        for (size_t i = 1; i <= k; i++)
+            v = v << 8 | p[i];
+        hl = 1 + k;
+    }
+    switch (mt) {
+    case 0:
+    case 1:
+        it->type = mt ? BR_CBOR_NEGINT : BR_CBOR_UINT;
+        it->u = v;
+        break;
+    case 2:
+    case 3:
+        if (v > avail - hl || (mt == 3 && !ascii(p + hl, (size_t)v)))
+            return br_cbor_next(r, it);
+        it->type = mt == 3 ? BR_CBOR_TEXT : BR_CBOR_BYTES;
+        it->str = p + hl;
+        it->len = (size_t)v;
+        hl += (size_t)v;
+        break;
+    case 4: /* every element needs at least one byte, every pair two */
+    case 5:
+        if (v > (avail - hl) / (mt == 5 ? 2 : 1))
+            return br_cbor_next(r, it);
+        it->type = mt == 5 ? BR_CBOR_MAP : BR_CBOR_ARRAY;
+        it->len = (size_t)v;
+        break;
+    case 7:
+        if (ai == 20 || ai == 21) {
+            it->type = BR_CBOR_BOOL;
+            it->b = ai == 21;
+        } else if (ai == 22) {
+            it->type = BR_CBOR_NULL;
+        } else if (ai == 26) {
+            uint32_t u = (uint32_t)v;
+            float f;
+            memcpy(&f, &u, sizeof f);
+            it->type = BR_CBOR_FLOAT;
+            it->f = f;
+        } else if (ai == 27) {
+            it->type = BR_CBOR_FLOAT;
+            memcpy(&it->f, &v, sizeof it->f);
+        } else {
+            return br_cbor_next(r, it);
+        }
+        break;
+    default:
+        return br_cbor_next(r, it);
+    }
+    it->start = p;
+    r->p = p + hl;
+    return BR_OK;
+}
+
+/* br_cbor_skip(r, BR_CBOR_MAX_DEPTH) with rd_next (on an error the reader is left anywhere). */
+static br_err rd_skip(struct br_cbor_reader *r)
+{
+    struct br_cbor_item it;
+    if (rd_next(r, &it))
+        return BR_EPROTO;
+    uint64_t left[BR_CBOR_MAX_DEPTH]; /* items still to read in each open container */
+    unsigned depth = 0;
+    for (;;) {
+        if (it.type == BR_CBOR_ARRAY || it.type == BR_CBOR_MAP) {
+            if (depth >= BR_CBOR_MAX_DEPTH)
+                return BR_EPROTO;
+            /* len <= bytes left (rd_next checked), so 2 len cannot overflow */
+            left[depth++] = it.type == BR_CBOR_MAP ? 2 * (uint64_t)it.len : it.len;
+        }
+        while (depth && left[depth - 1] == 0)
+            depth--;
+        if (!depth)
+            return BR_OK;
+        if (rd_next(r, &it))
+            return BR_EPROTO;
+        left[depth - 1]--;
+    }
+}
+
+static br_err item_next(const struct ectx *cx, struct br_cbor_reader *r, struct br_cbor_item *it)
+{
+    return cx->stored ? rd_next(r, it) : br_cbor_next(r, it);
+}
+
+static br_err item_skip(const struct ectx *cx, struct br_cbor_reader *r)
+{
+    return cx->stored ? rd_skip(r) : br_cbor_skip(r, BR_CBOR_MAX_DEPTH);
+}
+
 /* Skip the rest of a container whose head `it` was just read. */
-static int skip_rest(struct br_cbor_reader *r, const struct br_cbor_item *it)
+static int skip_rest(const struct leaf *lf, struct br_cbor_reader *r, const struct br_cbor_item *it)
 {
     r->p = it->start;
-    return br_cbor_skip(r, BR_CBOR_MAX_DEPTH) ? W_BAD : W_GO;
+    return item_skip(lf->cx, r) ? W_BAD : W_GO;
 }
 
 /* A value at the end of the path: scalars are tested, arrays flattened, maps skipped. */
@@ -1445,7 +1585,7 @@ static int reach_value(struct leaf *lf, struct br_cbor_reader *r, const struct b
                        unsigned depth, bool elem)
 {
     if (it->type == BR_CBOR_MAP)
-        return skip_rest(r, it);
+        return skip_rest(lf, r, it);
     if (it->type != BR_CBOR_ARRAY) {
         int t = test(lf, it, elem);
         if (t < 0)
@@ -1458,7 +1598,7 @@ static int reach_value(struct leaf *lf, struct br_cbor_reader *r, const struct b
         return W_BAD;
     for (uint64_t i = 0; i < it->len; i++) {
         struct br_cbor_item e;
-        if (br_cbor_next(r, &e))
+        if (item_next(lf->cx, r, &e))
             return W_BAD;
         int rc = reach_value(lf, r, &e, depth + 1, true);
         if (rc != W_GO)
@@ -1472,12 +1612,12 @@ static int reach_elems(struct leaf *lf, struct br_cbor_reader *r, const struct b
                        unsigned depth)
 {
     if (it->type == BR_CBOR_MAP)
-        return skip_rest(r, it);
+        return skip_rest(lf, r, it);
     if (it->type != BR_CBOR_ARRAY)
         return W_GO;
     for (uint64_t i = 0; i < it->len; i++) {
         const uint8_t *s = r->p;
-        if (br_cbor_skip(r, BR_CBOR_MAX_DEPTH))
+        if (item_skip(lf->cx, r))
             return W_BAD;
         int m = lf->n->n_kids
                     ? eval(&lf->n->kids[0], s, (size_t)(r->p - s), false, depth + 1, lf->cx)
@@ -1536,7 +1676,7 @@ static int walk(struct leaf *lf, struct br_cbor_reader *r, const char *seg, cons
                 unsigned depth, bool pos, bool root)
 {
     struct br_cbor_item it;
-    if (depth > BR_CBOR_MAX_DEPTH || br_cbor_next(r, &it))
+    if (depth > BR_CBOR_MAX_DEPTH || item_next(lf->cx, r, &it))
         return W_BAD;
     if (seg == end)
         return reach(lf, r, &it, depth);
@@ -1547,7 +1687,7 @@ static int walk(struct leaf *lf, struct br_cbor_reader *r, const char *seg, cons
         bool hidden = root && slen && seg[0] == '_';
         for (uint64_t i = 0; i < it.len; i++) {
             struct br_cbor_item k;
-            if (br_cbor_next(r, &k) || k.type != BR_CBOR_TEXT)
+            if (item_next(lf->cx, r, &k) || k.type != BR_CBOR_TEXT)
                 return W_BAD;
             if (!hidden && k.len == slen && (slen == 0 || memcmp(k.str, seg, slen) == 0)) {
                 int rc = walk(lf, r, next, end, depth + 1, pos, false);
@@ -1557,7 +1697,7 @@ static int walk(struct leaf *lf, struct br_cbor_reader *r, const char *seg, cons
             }
             if (!pos && key_after(&k, seg, slen))
                 return W_GO;
-            if (br_cbor_skip(r, BR_CBOR_MAX_DEPTH))
+            if (item_skip(lf->cx, r))
                 return W_BAD;
         }
         return W_GO;
@@ -1666,7 +1806,7 @@ bool query_match_stored(const br_query *q, const struct br_qnode *const *proven,
         return true;
     if (!body)
         return false;
-    struct ectx cx = {.md = NULL};
+    struct ectx cx = {.md = NULL, .stored = true};
     int m = 1;
     if (root->op == BR_Q_AND) {
         for (size_t i = 0; i < root->n_kids && m == 1; i++)

@@ -4,9 +4,10 @@
  * array membership (QRY-37), the typing and missing-path rules, every supported Mango operator
  * and the rejected ones, the caps, the regex backtracking bound, the patterns a query
  * subscription registers (SUB-25, with a soundness check against the documents' topics), the
- * JSON round trip, and allocation torture of both compilers with jansson routed through
- * br_malloc. Rows, ordering and paging belong to the planner; for those IDs the tests check
- * what the compiled query carries. */
+ * JSON round trip, allocation torture of both compilers with jansson routed through
+ * br_malloc, and query_match_stored (find's check of a stored body) against br_query_match.
+ * Rows, ordering and paging belong to the planner; for those IDs the tests check what the
+ * compiled query carries. */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +20,8 @@
 #include "barrel/json.h"
 #include "barrel/paths.h"
 #include "barrel/query.h"
+
+#include "store_int.h" /* query_match_stored */
 
 /* Test hook in query.c: regex matches that hit a PCRE2 limit. */
 unsigned long br_query_regex_limit_hits(const br_query *q);
@@ -783,6 +786,169 @@ Test(query, malformed_prefixes_of_a_body_are_safe)
         (void)br_query_match(q, b.data, cut); /* no crash, no sanitizer report */
     br_buf_fini(&b);
     br_query_free(q);
+}
+
+/* Bodies holding every kind of item a document or a stored record can: integers of each head
+ * size, halves, singles and doubles, non-ASCII and long text (one- and two-byte lengths), nested
+ * and empty containers, arrays of maps. */
+static const char *const STORED_DOCS[] = {
+    "{\"a\":1,\"b\":\"x\",\"n\":-1,\"f\":1.5,\"s\":0.1,\"t\":true,\"z\":null}",
+    "{\"a\":23,\"b\":\"caf\\u00e9\",\"n\":-24,\"f\":65504.0,\"s\":1e300,\"t\":false,\"z\":[]}",
+    "{\"a\":24,\"b\":\"\\u65e5\\u672c\\u8a9e\",\"n\":-256,\"f\":3.4028234663852886e38,"
+    "\"s\":-0.0,\"z\":{}}",
+    "{\"a\":65536,\"b\":\"abcdefghijklmnopqrstuvwxyz0123456789\",\"n\":-9223372036854775808,"
+    "\"f\":0.5,\"arr\":[1,\"caf\\u00e9\",[2,[3]],{\"k\":\"v\"}],\"m\":{\"x\":{\"y\":[1,2]}}}",
+    "{\"a\":4294967296,\"b\":\"e\\u0301\",\"arr\":[{\"k\":\"v\",\"n\":2},{\"k\":\"w\"}],"
+    "\"m\":{\"x\":1,\"\\u00e9\":2},\"l\":\"LONG\"}",
+    "{\"arr\":[],\"m\":{\"x\":{\"y\":\"\\u00e9\"}},\"_hidden\":1,\"a\":9007199254740993}",
+};
+
+static const char *const STORED_CONDS[] = {
+    "{\"path\":\"a\",\"value\":1}",
+    "{\"path\":\"a\",\"op\":\">\",\"value\":23.5}",
+    "{\"path\":\"a\",\"op\":\"<=\",\"value\":65536}",
+    "{\"path\":\"a\",\"op\":\"!=\",\"value\":24}",
+    "{\"path\":\"b\",\"value\":\"caf\\u00e9\"}",
+    "{\"path\":\"b\",\"op\":\">\",\"value\":\"b\"}",
+    "{\"path\":\"b\",\"op\":\"prefix\",\"value\":\"\\u65e5\"}",
+    "{\"path\":\"b\",\"op\":\"regex\",\"value\":\"^.\\u0301$\"}",
+    "{\"path\":\"b\",\"op\":\"regex\",\"value\":\"[0-9]{4}\"}",
+    "{\"path\":\"n\",\"op\":\"<\",\"value\":-100}",
+    "{\"path\":\"n\",\"op\":\"in\",\"value\":[-1,-256,\"x\"]}",
+    "{\"path\":\"f\",\"op\":\">=\",\"value\":1.5}",
+    "{\"path\":\"f\",\"value\":0.5}",
+    "{\"path\":\"s\",\"op\":\"<\",\"value\":1}",
+    "{\"path\":\"s\",\"value\":0}",
+    "{\"path\":\"t\",\"value\":true}",
+    "{\"path\":\"t\",\"op\":\"nin\",\"value\":[false]}",
+    "{\"path\":\"z\",\"value\":null}",
+    "{\"path\":\"z\",\"op\":\"exists\"}",
+    "{\"path\":\"z\",\"op\":\"missing\"}",
+    "{\"path\":\"arr\",\"value\":\"caf\\u00e9\"}",
+    "{\"path\":\"arr/2\",\"value\":2}",
+    "{\"path\":\"arr\",\"op\":\"contains\",\"value\":1}",
+    "{\"path\":\"arr/k\",\"value\":\"w\"}",
+    "{\"path\":\"arr\",\"elem_match\":{\"and\":[{\"path\":\"k\",\"value\":\"v\"},"
+    "{\"path\":\"n\",\"op\":\">\",\"value\":1}]}}",
+    "{\"path\":\"m/x/y\",\"value\":2}",
+    "{\"path\":\"m/x/y\",\"value\":\"\\u00e9\"}",
+    "{\"path\":\"m/\\u00e9\",\"value\":2}",
+    "{\"path\":\"m/x\",\"op\":\"exists\"}",
+    "{\"path\":\"l\",\"op\":\"prefix\",\"value\":\"LO\"}",
+    "{\"path\":\"_hidden\",\"op\":\"exists\"}",
+    "{\"not\":{\"path\":\"a\",\"op\":\">\",\"value\":100}}",
+    "{\"or\":[{\"path\":\"b\",\"value\":\"x\"},{\"path\":\"m/x\",\"value\":1}]}",
+};
+
+/* query_match_stored reads with its own path to br_cbor_next's items (query.c, "reading
+ * bodies"): on well-formed bodies it answers as br_query_match does, for every condition, alone
+ * and as the residual of a proven one. */
+Test(query, stored_bodies_match_as_br_query_match_does)
+{
+    size_t nd = sizeof STORED_DOCS / sizeof STORED_DOCS[0];
+    size_t nc = sizeof STORED_CONDS / sizeof STORED_CONDS[0];
+    size_t hits = 0;
+    for (size_t c = 0; c < nc; c++) {
+        char text[1024];
+        snprintf(text, sizeof text, "{\"where\":[%s]}", STORED_CONDS[c]);
+        br_query *q = compile(text);
+        snprintf(text, sizeof text, "{\"where\":[{\"path\":\"a\",\"op\":\"exists\"},%s]}",
+                 STORED_CONDS[c]);
+        br_query *q2 = compile(text);
+        const struct br_qnode *proven[] = {&q2->root.kids[0]};
+        for (size_t d = 0; d < nd; d++) {
+            br_buf b = doc(STORED_DOCS[d]);
+            bool want = br_query_match(q, b.data, b.len);
+            hits += want;
+            cr_assert_eq(query_match_stored(q, NULL, 0, b.data, b.len), want, "%s on %s",
+                         STORED_CONDS[c], STORED_DOCS[d]);
+            /* the proven condition is not evaluated: the residual alone decides */
+            cr_assert_eq(query_match_stored(q2, proven, 1, b.data, b.len), want, "%s on %s",
+                         STORED_CONDS[c], STORED_DOCS[d]);
+            br_buf_fini(&b);
+        }
+        br_query_free(q);
+        br_query_free(q2);
+    }
+    cr_assert_gt(hits, nc, "the fixture matches something for most conditions");
+}
+
+/* Items only raw CBOR holds: byte strings, a text head with a 2-byte length, a single float, a
+ * tag and invalid UTF-8 (the last two are malformed: no match, and NOT does not invert that). */
+Test(query, stored_bodies_raw_items_and_malformed_ones)
+{
+    br_query *qa = compile("{\"where\":[{\"path\":\"a\",\"value\":1}]}");
+    br_query *qn = compile("{\"where\":[{\"not\":{\"path\":\"a\",\"value\":2}}]}");
+    /* {"": h'0102', "a": 1}: the walk to "a" skips the value of "" */
+    const uint8_t bytes[] = {0xa2, 0x60, 0x42, 0x01, 0x02, 0x61, 'a', 0x01};
+    /* {"": "xy" with a two-byte length head, "a": 1} */
+    const uint8_t text2[] = {0xa2, 0x60, 0x79, 0x00, 0x02, 'x', 'y', 0x61, 'a', 0x01};
+    /* {"a": 1.0f} */
+    const uint8_t single[] = {0xa1, 0x61, 'a', 0xfa, 0x3f, 0x80, 0x00, 0x00};
+    /* {"a": 1.0 as a half} */
+    const uint8_t half[] = {0xa1, 0x61, 'a', 0xf9, 0x3c, 0x00};
+    const uint8_t *good[] = {bytes, text2, single, half};
+    const size_t good_len[] = {sizeof bytes, sizeof text2, sizeof single, sizeof half};
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert(br_query_match(qa, good[i], good_len[i]), "body %zu", i);
+        cr_assert(query_match_stored(qa, NULL, 0, good[i], good_len[i]), "body %zu", i);
+        cr_assert(query_match_stored(qn, NULL, 0, good[i], good_len[i]), "body %zu", i);
+    }
+    /* {"a": tag 1 (1)}, {"a": "\xff"}, {"\xff": 1, "a": 1} */
+    const uint8_t tag[] = {0xa1, 0x61, 'a', 0xc1, 0x01};
+    const uint8_t badval[] = {0xa1, 0x61, 'a', 0x61, 0xff};
+    const uint8_t badkey[] = {0xa2, 0x61, 0xff, 0x01, 0x61, 'a', 0x01};
+    const uint8_t *bad[] = {tag, badval, badkey};
+    const size_t bad_len[] = {sizeof tag, sizeof badval, sizeof badkey};
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert(!br_query_match(qn, bad[i], bad_len[i]), "body %zu", i);
+        cr_assert(!query_match_stored(qa, NULL, 0, bad[i], bad_len[i]), "body %zu", i);
+        cr_assert(!query_match_stored(qn, NULL, 0, bad[i], bad_len[i]), "body %zu", i);
+    }
+    /* a 0xff at every position of texts of 1 to 17 bytes, as the value read ({"a": T}) and as
+     * one skipped on the way ({"": T, "a": 1}) */
+    for (size_t n = 1; n <= 17; n++) {
+        for (size_t at = 0; at < n; at++) {
+            uint8_t read[32] = {0xa1, 0x61, 'a', (uint8_t)(0x60 + n)};
+            uint8_t skip[32] = {0xa2, 0x60, (uint8_t)(0x60 + n)};
+            memset(read + 4, 'x', n);
+            memset(skip + 3, 'x', n);
+            read[4 + at] = 0xff;
+            skip[3 + at] = 0xff;
+            memcpy(skip + 3 + n, (const uint8_t[]){0x61, 'a', 0x01}, 3);
+            cr_assert(!query_match_stored(qn, NULL, 0, read, 4 + n), "%zu bytes, at %zu", n, at);
+            cr_assert(!query_match_stored(qa, NULL, 0, skip, 6 + n), "%zu bytes, at %zu", n, at);
+            skip[3 + at] = 'x'; /* and the same text well-formed */
+            cr_assert(query_match_stored(qa, NULL, 0, skip, 6 + n), "%zu bytes", n);
+        }
+    }
+    br_query_free(qa);
+    br_query_free(qn);
+}
+
+/* Every truncation of every fixture body, under every condition: no crash, no sanitizer
+ * report, whatever the answer (the stored path trusts the record's bytes to be one map). */
+Test(query, stored_bodies_truncated_are_safe)
+{
+    size_t nd = sizeof STORED_DOCS / sizeof STORED_DOCS[0];
+    size_t nc = sizeof STORED_CONDS / sizeof STORED_CONDS[0];
+    for (size_t c = 0; c < nc; c++) {
+        char text[1024];
+        snprintf(text, sizeof text, "{\"where\":[%s]}", STORED_CONDS[c]);
+        br_query *q = compile(text);
+        for (size_t d = 0; d < nd; d++) {
+            br_buf b = doc(STORED_DOCS[d]);
+            for (size_t cut = 0; cut < b.len; cut++) {
+                uint8_t *copy = br_malloc(cut ? cut : 1); /* ASan sees reads past the cut */
+                cr_assert(copy);
+                memcpy(copy, b.data, cut);
+                (void)query_match_stored(q, NULL, 0, copy, cut);
+                br_free(copy);
+            }
+            br_buf_fini(&b);
+        }
+        br_query_free(q);
+    }
 }
 
 Test(query, qnode_match_evaluates_a_subtree)
