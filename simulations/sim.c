@@ -696,8 +696,9 @@ int main(int argc, char **argv)
     }
     if (out)
         fclose(out);
-    if (seed_a != seed_b)
-        printf("%llu runs, %d failed\n", (unsigned long long)(seed_b - seed_a + 1), failed);
+    if (seed_a != seed_b || quiet)
+        printf("%s: %llu runs, %d failed\n", sc.name, (unsigned long long)(seed_b - seed_a + 1),
+               failed);
     sc_free(&sc);
     return failed ? 1 : 0;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # soak.sh [BUILD_DIR] [SEEDS] — the long run: every scenario of simulations/scenarios/ over
-# SEEDS seeds (default 2000; laptop-week over SEEDS/100), two scenarios at a time. Prints each
+# SEEDS seeds (default 2000; laptop-week and scale over SEEDS/100), two scenarios at a time. Prints each
 # failing seed with its replay command; exits 1 if any failed.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,7 +12,9 @@ logs=$(mktemp -d)
 pids=()
 for f in "$root"/simulations/scenarios/*.scn; do
     n=$seeds
-    [[ $(basename "$f") == laptop-week.scn ]] && n=$(( seeds / 100 > 0 ? seeds / 100 : 1 ))
+    case $(basename "$f") in # the long ones: a simulated week; 50 nodes
+    laptop-week.scn | scale.scn) n=$(( seeds / 100 > 0 ? seeds / 100 : 1 )) ;;
+    esac
     "$sim" "$f" --seeds "1-$n" --quiet >"$logs/$(basename "$f").log" 2>&1 &
     pids+=($!)
     if (( ${#pids[@]} >= 2 )); then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
