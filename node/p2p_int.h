@@ -75,9 +75,9 @@ struct link {
     /* shared with endpoint threads, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int refs;    /* the loop's (until gone), endpoints', jobs' */
-    bool ready;  /* hello received */
-    bool closed; /* no more sending or replies */
+    int refs;      /* the loop's (until gone), endpoints', jobs' */
+    bool ready;    /* hello received */
+    bool closed;   /* no more sending or replies */
     bool flushing; /* p2p_close_flushed: nothing more is queued */
     struct outmsg *q_head, *q_tail;
     size_t q_bytes;

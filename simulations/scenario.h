@@ -14,9 +14,9 @@
 #include "barrel/err.h"
 
 #define SC_NAME_MAX 64
-#define SC_SEL_MAX 64     /* selector text, NUL included */
-#define SC_DB_MAX 64      /* database name, NUL included */
-#define SC_PATHS_MAX 256  /* filter patterns, '|'-separated, NUL included */
+#define SC_SEL_MAX 64    /* selector text, NUL included */
+#define SC_DB_MAX 64     /* database name, NUL included */
+#define SC_PATHS_MAX 256 /* filter patterns, '|'-separated, NUL included */
 #define SC_MAX_DBS 8
 #define SC_MAX_FILTERS 16
 #define SC_MAX_SKEWS 16
@@ -60,13 +60,14 @@ struct sc_skew {
 struct sc_event {
     uint64_t at_ms;
     enum sc_kind kind;
-    unsigned line;           /* in the file, for messages */
-    char nodes[SC_SEL_MAX];  /* write/update/delete/crash/restart/leave/join/churn; partition: side A */
-    char nodes2[SC_SEL_MAX]; /* partition: side B */
-    char db[SC_DB_MAX];      /* write/update/delete */
-    unsigned docs;           /* write/update/delete */
-    bool shared;             /* write: the nodes write the same ids */
-    unsigned a, b;           /* cut ($ is stored as UINT32_MAX: the last node) */
+    unsigned line;          /* in the file, for messages */
+    char nodes[SC_SEL_MAX]; /* write/update/delete/crash/restart/leave/join/churn; partition: side A
+                             */
+    char nodes2[SC_SEL_MAX];              /* partition: side B */
+    char db[SC_DB_MAX];                   /* write/update/delete */
+    unsigned docs;                        /* write/update/delete */
+    bool shared;                          /* write: the nodes write the same ids */
+    unsigned a, b;                        /* cut ($ is stored as UINT32_MAX: the last node) */
     uint64_t every_ms, down_ms, until_ms; /* churn */
 };
 

@@ -7,13 +7,14 @@
  * Exit status: 0 when every run's invariants hold, 1 when one does not, 2 for bad usage. */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
-#include <ftw.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <ftw.h>
 
 #include "barrel/alloc.h"
 #include "barrel/json.h"
@@ -181,8 +182,7 @@ static void do_writes(struct sim *s, const struct sc_event *ev)
             continue;
         }
         struct first_k f = {br_calloc(ev->docs ? ev->docs : 1, 32),
-                            br_calloc(ev->docs ? ev->docs : 1, sizeof(struct br_rev)), 0,
-                            ev->docs};
+                            br_calloc(ev->docs ? ev->docs : 1, sizeof(struct br_rev)), 0, ev->docs};
         if (!f.ids || !f.revs)
             abort();
         struct br_alldocs_opts o = {.inclusive_end = true};
@@ -293,8 +293,7 @@ static void ev_scenario(void *arg)
     case SC_JOIN:
         sel = select_nodes(s, ev->nodes);
         for (unsigned i = 0; i < s->n; i++)
-            if (sel[i] && !s->nodes[i].up &&
-                (ev->kind == SC_JOIN || s->nodes[i].ever_started))
+            if (sel[i] && !s->nodes[i].up && (ev->kind == SC_JOIN || s->nodes[i].ever_started))
                 start_node(s, i);
         break;
     case SC_CHURN: {
@@ -450,8 +449,8 @@ static int run(const struct scenario *sc, uint64_t seed, unsigned n, const char 
             abort();
         *e = (struct ev_sc){s, i, 0, 0};
         sim_at(s, sc->events[i].at_ms * 1000, ev_scenario, e);
-        uint64_t end = sc->events[i].kind == SC_CHURN ? sc->events[i].until_ms
-                                                      : sc->events[i].at_ms;
+        uint64_t end =
+            sc->events[i].kind == SC_CHURN ? sc->events[i].until_ms : sc->events[i].at_ms;
         if (sc->events[i].kind == SC_CHURN)
             end += sc->events[i].down_ms;
         if (end > last_ms)
@@ -578,8 +577,8 @@ int main(int argc, char **argv)
             char buf[64];
             snprintf(buf, sizeof buf, "%s", v);
             char *dash = strchr(buf, '-');
-            if (!dash || (*dash = '\0', !parse_u64(buf, &seed_a)) || !parse_u64(dash + 1, &seed_b) ||
-                seed_b < seed_a) {
+            if (!dash || (*dash = '\0', !parse_u64(buf, &seed_a)) ||
+                !parse_u64(dash + 1, &seed_b) || seed_b < seed_a) {
                 fprintf(stderr, "barrel-sim: --seeds: expected A-B with A <= B: %s\n", v);
                 return 2;
             }
@@ -643,20 +642,20 @@ int main(int argc, char **argv)
     for (uint64_t seed = seed_a; seed <= seed_b; seed++) {
         struct run_result res;
         struct figures f;
-        if (run(&sc, seed, n, seed == seed_a ? trace : NULL, seed == seed_a ? lat_csv : NULL,
-                &res, &f)) {
+        if (run(&sc, seed, n, seed == seed_a ? trace : NULL, seed == seed_a ? lat_csv : NULL, &res,
+                &f)) {
             failed++;
             continue;
         }
         double per = f.changes ? 1.0 / ((double)f.changes * n) : 0;
         if (out)
-            fprintf(out, "%s,%llu,%u,%llu,%d,%.1f,%.1f,%llu,%llu,%.2f,%.1f,%.1f,%.1f,%.1f,%.1f,%d\n",
-                    sc.name, (unsigned long long)seed, n, (unsigned long long)f.changes,
-                    res.converged, (double)f.conv_after_write_us / 1000.0,
-                    (double)f.conv_after_last_us / 1000.0, (unsigned long long)f.msgs,
-                    (unsigned long long)f.bytes, (double)f.msgs * per, (double)f.bytes * per,
-                    (double)f.p50 / 1000.0, (double)f.p90 / 1000.0, (double)f.p99 / 1000.0,
-                    (double)f.pmax / 1000.0, res.ok);
+            fprintf(
+                out, "%s,%llu,%u,%llu,%d,%.1f,%.1f,%llu,%llu,%.2f,%.1f,%.1f,%.1f,%.1f,%.1f,%d\n",
+                sc.name, (unsigned long long)seed, n, (unsigned long long)f.changes, res.converged,
+                (double)f.conv_after_write_us / 1000.0, (double)f.conv_after_last_us / 1000.0,
+                (unsigned long long)f.msgs, (unsigned long long)f.bytes, (double)f.msgs * per,
+                (double)f.bytes * per, (double)f.p50 / 1000.0, (double)f.p90 / 1000.0,
+                (double)f.p99 / 1000.0, (double)f.pmax / 1000.0, res.ok);
         if (!quiet || !res.ok) {
             if (seed_a == seed_b) {
                 printf("scenario   %s (%s)\nseed       %llu\nnodes      %u\n", sc.name, file,

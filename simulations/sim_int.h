@@ -179,7 +179,7 @@ struct sim {
     uint64_t last_write_us, last_event_us;
     /* figures */
     uint64_t msgs, bytes, msgs_changes, bytes_changes; /* total; since the last write event */
-    uint64_t *lat_us; /* propagation latency samples */
+    uint64_t *lat_us;                                  /* propagation latency samples */
     size_t n_lat, cap_lat;
     uint64_t pulls_started, pull_errors, dials, links_up, links_down;
     bool stopping;

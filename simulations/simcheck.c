@@ -2,6 +2,7 @@
  * at every node (propagation latency), convergence, and the four invariants of SCENARIOS.md. */
 #include <stdlib.h>
 #include <string.h>
+
 #include <xxhash.h>
 
 #include "barrel/alloc.h"
@@ -216,8 +217,8 @@ static bool filter_ok(struct sim *s, unsigned f, unsigned r, unsigned dbi, char 
         if (c < 0) {
             ok = false;
             if (msg)
-                snprintf(msg, cap, "n%u (filter %s) lacks %s/%s that n%u holds", f,
-                         nf->filter[dbi], s->sc->dbs[dbi], want.v[i].id, r);
+                snprintf(msg, cap, "n%u (filter %s) lacks %s/%s that n%u holds", f, nf->filter[dbi],
+                         s->sc->dbs[dbi], want.v[i].id, r);
         } else if (c > 0) {
             if (!written_by(s, f, dbi, have.v[j].id)) {
                 ok = false;
@@ -228,12 +229,11 @@ static bool filter_ok(struct sim *s, unsigned f, unsigned r, unsigned dbi, char 
             }
             j++;
         } else {
-            if (!rev_eq(&want.v[i].rev, &have.v[j].rev) ||
-                want.v[i].deleted != have.v[j].deleted) {
+            if (!rev_eq(&want.v[i].rev, &have.v[j].rev) || want.v[i].deleted != have.v[j].deleted) {
                 ok = false;
                 if (msg)
-                    snprintf(msg, cap, "n%u (filter %s) has another winner for %s/%s than n%u",
-                             f, nf->filter[dbi], s->sc->dbs[dbi], have.v[j].id, r);
+                    snprintf(msg, cap, "n%u (filter %s) has another winner for %s/%s than n%u", f,
+                             nf->filter[dbi], s->sc->dbs[dbi], have.v[j].id, r);
             }
             i++;
             j++;
@@ -264,7 +264,8 @@ bool sim_converged(struct sim *s)
     for (unsigned d = 0; d < s->sc->n_dbs; d++) {
         int r = reference(s, d);
         for (unsigned i = 0; r >= 0 && i < s->n; i++)
-            if (s->nodes[i].up && !sim_is_full(s, i, d) && !filter_ok(s, i, (unsigned)r, d, NULL, 0))
+            if (s->nodes[i].up && !sim_is_full(s, i, d) &&
+                !filter_ok(s, i, (unsigned)r, d, NULL, 0))
                 return false;
     }
     return true;
@@ -272,8 +273,8 @@ bool sim_converged(struct sim *s)
 
 /* ---- the invariants ---- */
 
-static bool same_doc(struct sim *s, unsigned a, unsigned b, unsigned dbi, const char *id,
-                     char *msg, size_t cap)
+static bool same_doc(struct sim *s, unsigned a, unsigned b, unsigned dbi, const char *id, char *msg,
+                     size_t cap)
 {
     struct br_get_opts o = {.conflicts = true, .include_deleted = true};
     struct br_doc *da = NULL, *db = NULL;

@@ -267,7 +267,8 @@ static void schedule_delivery(struct sim *s, struct slink *lk, int from, const u
 }
 
 /* Send m from node `from_node` over lk. */
-static void send_msg(struct sim *s, struct slink *lk, unsigned from_node, const struct br_wire_msg *m)
+static void send_msg(struct sim *s, struct slink *lk, unsigned from_node,
+                     const struct br_wire_msg *m)
 {
     if (lk->dead || !lk->up)
         return;
@@ -397,7 +398,8 @@ static br_err t_call(void *ctx, struct br_wire_msg *req, struct br_wire_msg **re
     send_msg(s, p->lk, p->node, req);
     park(p, PS_CALL);
     if (p->res)
-        return br_fail(eb, p->res, "%s", p->res == BR_ECLOSED ? "the link is closed" : "peer error");
+        return br_fail(eb, p->res, "%s",
+                       p->res == BR_ECLOSED ? "the link is closed" : "peer error");
     struct br_wire_msg *r = p->reply;
     p->reply = NULL;
     if (r->type == BR_WIRE_ERROR) {
@@ -838,7 +840,8 @@ static void ev_cut_check(void *arg)
 {
     struct ev_link *e = arg;
     struct sim *s = e->s;
-    if (!s->stopping && !e->lk->dead && s->part_gen == e->part_gen && !reachable(s, e->lk->n[0], e->lk->n[1]))
+    if (!s->stopping && !e->lk->dead && s->part_gen == e->part_gen &&
+        !reachable(s, e->lk->n[0], e->lk->n[1]))
         kill_link(s, e->lk, "timeout");
     br_free(e);
 }
@@ -1249,10 +1252,8 @@ br_err sim_node_start(struct sim *s, struct snode *nd, struct br_errbuf *eb)
     e = br_hlc_now(br_store_clock(nd->store), &inc);
     if (e)
         return br_fail(eb, e, "clock");
-    struct br_gossip_opts go = {.self = nd->id,
-                                .self_inc = inc,
-                                .probe_ms = s->sc->probe_ms,
-                                .dead_ms = s->sc->dead_ms};
+    struct br_gossip_opts go = {
+        .self = nd->id, .self_inc = inc, .probe_ms = s->sc->probe_ms, .dead_ms = s->sc->dead_ms};
     e = br_gossip_new(&go, &nd->g, eb);
     if (e)
         return e;
@@ -1270,8 +1271,7 @@ br_err sim_node_start(struct sim *s, struct snode *nd, struct br_errbuf *eb)
         return BR_ENOMEM;
     *t = (struct ev_tick){s, nd->idx, nd->epoch};
     /* the first period starts at a random point, as real nodes' do */
-    sim_at(s, s->now_us + rnd_below(&nd->rng, (uint64_t)s->sc->interval_ms * 1000) + 1, ev_tick,
-           t);
+    sim_at(s, s->now_us + rnd_below(&nd->rng, (uint64_t)s->sc->interval_ms * 1000) + 1, ev_tick, t);
     return BR_OK;
 }
 
@@ -1319,8 +1319,7 @@ void sim_node_crash(struct sim *s, struct snode *nd, const char *why)
         e->lk = lk;
         e->node = other;
         e->epoch = s->nodes[other].epoch;
-        uint64_t d = reachable(s, nd->idx, other) ? one_way_us(s)
-                                                   : s->sc->net.timeout_ms * 1000;
+        uint64_t d = reachable(s, nd->idx, other) ? one_way_us(s) : s->sc->net.timeout_ms * 1000;
         sim_at(s, s->now_us + d, ev_peer_gone, e);
     }
     nd->n_links = 0;

@@ -806,6 +806,26 @@ static br_err commit(br_rep *r, struct br_errbuf *eb)
     return e;
 }
 
+/* A continuous run caught up: wait for the source's next change (BR_OK also after the idle
+ * timeout). *closed: the source was interrupted, the run ends without an error. */
+static br_err wait_source(br_rep *r, struct br_hlc since, const char *since_text, bool *closed,
+                          struct br_errbuf *eb)
+{
+    pthread_mutex_lock(&r->src_mu);
+    br_err e = r->opaque ? r->src->ops->wait_opaque(r->src->ctx, since_text, r->idle_ms)
+                         : r->src->ops->wait(r->src->ctx, since, r->idle_ms);
+    pthread_mutex_unlock(&r->src_mu);
+    if (e == BR_ETIMEDOUT)
+        return BR_OK;
+    if (e == BR_ECLOSED) {
+        *closed = true;
+        return BR_OK;
+    }
+    if (e)
+        return br_fail(eb, e, "waiting for changes on %s: %s", r->src->name, br_strerror(e));
+    return BR_OK;
+}
+
 struct reader {
     br_rep *r;
     struct pipe *p;
@@ -847,20 +867,10 @@ static void *reader_main(void *arg)
                     break;
                 committed = written;
             }
-            pthread_mutex_lock(&r->src_mu);
-            e = r->opaque ? r->src->ops->wait_opaque(r->src->ctx, since_text, r->idle_ms)
-                          : r->src->ops->wait(r->src->ctx, since, r->idle_ms);
-            pthread_mutex_unlock(&r->src_mu);
-            if (e == BR_ETIMEDOUT)
-                e = BR_OK;
-            if (e == BR_ECLOSED) {
-                e = BR_OK;
+            bool closed = false;
+            e = wait_source(r, since, since_text, &closed, eb);
+            if (e || closed)
                 break;
-            }
-            if (e) {
-                br_errbuf_set(eb, "waiting for changes on %s: %s", r->src->name, br_strerror(e));
-                break;
-            }
             continue;
         }
         since = b->last;
@@ -922,20 +932,10 @@ static br_err run_serial(br_rep *r, struct pipe *p, struct br_errbuf *eb)
                     break;
                 dirty = false;
             }
-            pthread_mutex_lock(&r->src_mu);
-            e = r->opaque ? r->src->ops->wait_opaque(r->src->ctx, since_text, r->idle_ms)
-                          : r->src->ops->wait(r->src->ctx, since, r->idle_ms);
-            pthread_mutex_unlock(&r->src_mu);
-            if (e == BR_ETIMEDOUT)
-                e = BR_OK;
-            if (e == BR_ECLOSED) {
-                e = BR_OK;
+            bool closed = false;
+            e = wait_source(r, since, since_text, &closed, eb);
+            if (e || closed)
                 break;
-            }
-            if (e) {
-                br_errbuf_set(eb, "waiting for changes on %s: %s", r->src->name, br_strerror(e));
-                break;
-            }
             continue;
         }
         since = b->last;

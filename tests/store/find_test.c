@@ -13,6 +13,7 @@
 #include "barrel/log.h"
 #include "barrel/query.h"
 #include "barrel/store.h"
+
 #include "store_int.h"
 #include "testutil.h"
 
@@ -47,21 +48,24 @@ static void check_clean(void)
 
 static void fixture(void)
 {
-    cr_assert_eq(put("user1", "{\"type\":\"user\",\"name\":\"Alice\",\"age\":30,"
-                              "\"status\":\"active\",\"org\":\"org1\"}",
+    cr_assert_eq(put("user1",
+                     "{\"type\":\"user\",\"name\":\"Alice\",\"age\":30,"
+                     "\"status\":\"active\",\"org\":\"org1\"}",
                      NULL),
                  BR_OK);
-    cr_assert_eq(put("user2", "{\"type\":\"user\",\"name\":\"Bob\",\"age\":25,"
-                              "\"status\":\"active\",\"org\":\"org1\"}",
+    cr_assert_eq(put("user2",
+                     "{\"type\":\"user\",\"name\":\"Bob\",\"age\":25,"
+                     "\"status\":\"active\",\"org\":\"org1\"}",
                      NULL),
                  BR_OK);
-    cr_assert_eq(put("user3", "{\"type\":\"user\",\"name\":\"Charlie\",\"age\":35,"
-                              "\"status\":\"inactive\",\"org\":\"org2\"}",
+    cr_assert_eq(put("user3",
+                     "{\"type\":\"user\",\"name\":\"Charlie\",\"age\":35,"
+                     "\"status\":\"inactive\",\"org\":\"org2\"}",
                      NULL),
                  BR_OK);
-    cr_assert_eq(put("post1", "{\"type\":\"post\",\"title\":\"Hello\",\"tags\":[\"x\",\"y\"]}",
-                     NULL),
-                 BR_OK);
+    cr_assert_eq(
+        put("post1", "{\"type\":\"post\",\"title\":\"Hello\",\"tags\":[\"x\",\"y\"]}", NULL),
+        BR_OK);
     cr_assert_eq(put("post2", "{\"type\":\"post\",\"title\":\"World\"}", NULL), BR_OK);
     cr_assert_eq(put("nested1", "{\"type\":\"place\",\"address\":{\"city\":\"Paris\"}}", NULL),
                  BR_OK);
@@ -137,14 +141,15 @@ static const char *run(const char *spec, char *out, size_t cap)
     return res.plan;
 }
 
-#define EXPECT(spec, want)                                                                      \
-    do {                                                                                        \
-        char got_[512];                                                                         \
-        run(spec, got_, sizeof got_);                                                           \
-        cr_expect_str_eq(got_, want, "%s", spec);                                               \
+#define EXPECT(spec, want)                                                                         \
+    do {                                                                                           \
+        char got_[512];                                                                            \
+        run(spec, got_, sizeof got_);                                                              \
+        cr_expect_str_eq(got_, want, "%s", spec);                                                  \
     } while (0)
 
-#define W1(path, op, val) "{\"where\":[{\"path\":\"" path "\",\"op\":\"" op "\",\"value\":" val "}]}"
+#define W1(path, op, val)                                                                          \
+    "{\"where\":[{\"path\":\"" path "\",\"op\":\"" op "\",\"value\":" val "}]}"
 
 Test(find, qry05_strategies)
 {
@@ -492,8 +497,8 @@ Test(find, index_plans_agree_with_full_scan)
         seed = seed * 1103515245u + 12345u;
         snprintf(id, sizeof id, "r%03d", i);
         snprintf(doc, sizeof doc,
-                 "{\"k\":\"v%u\",\"n\":%u,\"f\":%u.5,\"arr\":[\"a%u\",\"b%u\"],\"b\":%s}",
-                 seed % 7, (seed >> 8) % 50, (seed >> 12) % 9, (seed >> 4) % 3, (seed >> 6) % 3,
+                 "{\"k\":\"v%u\",\"n\":%u,\"f\":%u.5,\"arr\":[\"a%u\",\"b%u\"],\"b\":%s}", seed % 7,
+                 (seed >> 8) % 50, (seed >> 12) % 9, (seed >> 4) % 3, (seed >> 6) % 3,
                  (seed >> 3) % 2 ? "true" : "false");
         cr_assert_eq(put(id, doc, NULL), BR_OK);
     }
