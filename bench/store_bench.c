@@ -10,7 +10,9 @@
  * sync=full); single puts one at a time (sync=none over N docs, sync=full over --fsync-n docs)
  * with p50/p99 latency; 8 concurrent writers doing single sync=full puts (group commit, with the
  * number of WAL fsyncs per write read from the store's private counter); get by id in random
- * order and a changes-feed scan, both after reopening the store so that they read SST files.
+ * order and a changes-feed scan, both after reopening the store so that they read SST files;
+ * a bulk rewrite of every document (each names its revision, as a gateway updating its sensors'
+ * docs does) on a reopened store, then a changes-feed scan right after it.
  * The raw RocksDB baseline (one column family, WAL on, lz4, the store's table options) writes
  * N plain puts of 16-byte keys and 150-byte values in batches of 1,000, one at a time, and
  * --fsync-n one at a time with sync (single-threaded and from 8 threads). Every phase runs in a
@@ -309,6 +311,8 @@ enum phase {
     P_MT_CBOR_FULL,
     P_GET,
     P_CHANGES,
+    P_BULK_UPDATE,
+    P_CHANGES_UPD,
     P_COUNT
 };
 
@@ -332,6 +336,8 @@ static const struct {
     [P_MT_CBOR_FULL] = {"mt-cbor-full", "T writers single put, CBOR, sync=full"},
     [P_GET] = {"get", "get by id, random order (SST)"},
     [P_CHANGES] = {"changes", "changes feed scan, all docs (SST)"},
+    [P_BULK_UPDATE] = {"bulk-update", "bulk rewrite of every doc, sync=none"},
+    [P_CHANGES_UPD] = {"changes-upd", "changes feed scan after the rewrite"},
 };
 
 struct result {
@@ -728,11 +734,12 @@ static int count_change(void *arg, const struct br_change *ch)
     return 0;
 }
 
-/* Load N docs (untimed), reopen so that reads come from SST files, then time the reads. */
-static void phase_reads(const struct opts *o, const struct corpus *c)
+/* Load every doc in bulk (untimed; their revisions into revs unless NULL), then reopen: the
+ * recovery flushes the memtables to L0 files, so what follows reads SST files. */
+static void bstore_load(const struct opts *o, const struct corpus *c, struct bstore *b,
+                        struct br_rev *revs)
 {
-    struct bstore b;
-    bstore_open(o, &b);
+    bstore_open(o, b);
     struct br_put *puts = xcalloc(o->batch, sizeof *puts);
     struct br_put_result *res = xcalloc(o->batch, sizeof *res);
     struct br_write_opts wo = {BR_SYNC_NONE, true};
@@ -740,15 +747,25 @@ static void phase_reads(const struct opts *o, const struct corpus *c)
         size_t k = c->n - i < o->batch ? c->n - i : o->batch;
         for (size_t j = 0; j < k; j++)
             puts[j] = doc_from_cbor(c, i + j);
-        br_err e = br_db_bulk(b.db, puts, k, &wo, res);
-        for (size_t j = 0; j < k; j++)
+        br_err e = br_db_bulk(b->db, puts, k, &wo, res);
+        for (size_t j = 0; j < k; j++) {
             check_put(e, &res[j], i + j);
+            if (revs)
+                revs[i + j] = res[j].rev;
+        }
     }
     free(puts);
     free(res);
-    bstore_close(&b);
-    bstore_open_dir(&b); /* recovery flushes the memtables to L0 files */
-    bstore_expect(&b, c->n);
+    bstore_close(b);
+    bstore_open_dir(b);
+    bstore_expect(b, c->n);
+}
+
+/* Load N docs (untimed), reopen so that reads come from SST files, then time the reads. */
+static void phase_reads(const struct opts *o, const struct corpus *c)
+{
+    struct bstore b;
+    bstore_load(o, c, &b, NULL);
 
     if (phase_wanted(o, P_GET)) {
         uint64_t *lat = xcalloc(c->n, sizeof *lat);
@@ -781,6 +798,62 @@ static void phase_reads(const struct opts *o, const struct corpus *c)
         phase_done(P_CHANGES);
     }
     bstore_finish(&b);
+}
+
+/* Load N docs (untimed) and reopen, then time a bulk rewrite of every one (same bodies with a
+ * field changed: new revisions) and a changes scan right after it, before any compaction. */
+static void phase_updates(const struct opts *o, const struct corpus *c)
+{
+    struct bstore b;
+    struct br_rev *revs = xcalloc(c->n, sizeof *revs);
+    bstore_load(o, c, &b, revs);
+    struct br_put *puts = xcalloc(o->batch, sizeof *puts);
+    struct br_put_result *res = xcalloc(o->batch, sizeof *res);
+    struct br_write_opts wo = {BR_SYNC_NONE, true};
+    /* the new bodies, made untimed: a low mantissa bit of "value" (the last member of the
+     * canonical map, a float64) flipped, so each is still canonical and gets a new revision */
+    br_buf nb;
+    br_buf_init(&nb, 0);
+    size_t *off = xcalloc(c->n + 1, sizeof *off);
+    for (size_t i = 0; i < c->n; i++) {
+        struct br_put p = doc_from_cbor(c, i);
+        off[i] = nb.len;
+        if (br_buf_append(&nb, p.body, p.body_len))
+            die("out of memory");
+        nb.data[nb.len - 2] ^= 1;
+    }
+    off[c->n] = nb.len;
+    struct span sp;
+    span_start(&sp);
+    for (size_t i = 0; i < c->n; i += o->batch) {
+        size_t k = c->n - i < o->batch ? c->n - i : o->batch;
+        for (size_t j = 0; j < k; j++) {
+            puts[j] = doc_from_cbor(c, i + j);
+            puts[j].body = nb.data + off[i + j];
+            puts[j].rev = &revs[i + j];
+        }
+        br_err e = br_db_bulk(b.db, puts, k, &wo, res);
+        for (size_t j = 0; j < k; j++)
+            check_put(e, &res[j], i + j);
+    }
+    span_stop(&sp, P_BULK_UPDATE, c->n, NULL);
+    phase_done(P_BULK_UPDATE);
+    bstore_expect(&b, c->n);
+    size_t seen = 0;
+    struct br_changes_opts co = {.since = BR_HLC_MIN};
+    span_start(&sp);
+    if (br_db_changes(b.db, &co, count_change, &seen, NULL))
+        die("changes");
+    span_stop(&sp, P_CHANGES_UPD, seen, NULL);
+    if (seen != c->n)
+        die("changes feed gave %zu entries after the rewrite, expected %zu", seen, c->n);
+    phase_done(P_CHANGES_UPD);
+    bstore_finish(&b);
+    br_buf_fini(&nb);
+    free(off);
+    free(revs);
+    free(puts);
+    free(res);
 }
 
 /* ---- raw RocksDB ---- */
@@ -1090,6 +1163,8 @@ int main(int argc, char **argv)
             phase_mt(&o, &c, P_MT_CBOR_FULL, false);
         if (phase_wanted(&o, P_GET) || phase_wanted(&o, P_CHANGES))
             phase_reads(&o, &c);
+        if (phase_wanted(&o, P_BULK_UPDATE) || phase_wanted(&o, P_CHANGES_UPD))
+            phase_updates(&o, &c);
     }
 
     report(&o, &c);

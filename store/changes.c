@@ -1,6 +1,8 @@
-/* changes.c — the changes feed: one entry per document at its latest change, keyed by the HLC of
- * that change, read in order on one RocksDB snapshot; waiting for the next change without
- * polling (writers broadcast a condition variable); and watchers called after each commit. */
+/* changes.c — the changes feed: each document once, at its latest change, in HLC order (single
+ * entries keyed by the change's HLC, and packed entries of bulk commits: store_int.h), read on
+ * one RocksDB snapshot; the changes family's merge operator and compaction filter; waiting for
+ * the next change without polling (writers broadcast a condition variable); and watchers called
+ * after each commit. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -30,6 +32,240 @@ static br_err decode_change(const char *v, size_t vl, struct br_change *c)
     return BR_OK;
 }
 
+void change_items_fini(struct change_items *ci)
+{
+    br_free(ci->c);
+    memset(ci, 0, sizeof *ci);
+}
+
+static br_err items_room(struct change_items *ci, size_t n)
+{
+    if (n <= ci->cap)
+        return BR_OK;
+    struct br_change *c = br_realloc(ci->c, n * sizeof *c);
+    if (!c)
+        return BR_ENOMEM;
+    ci->c = c;
+    ci->cap = n;
+    return BR_OK;
+}
+
+br_err change_items_decode(struct br_hlc key, const char *v, size_t vl, struct change_items *ci)
+{
+    const uint8_t *p = (const uint8_t *)v, *end = p + vl;
+    ci->n = 0;
+    ci->packed = vl > 0 && p[0] == CHANGE_PACKED;
+    if (!ci->packed) {
+        br_err e = items_room(ci, 1);
+        if (e)
+            return e;
+        memset(&ci->c[0], 0, sizeof ci->c[0]);
+        ci->c[0].seq = key;
+        e = decode_change(v, vl, &ci->c[0]);
+        if (!e)
+            ci->n = 1;
+        return e;
+    }
+    p++;
+    uint64_t k;
+    /* an item takes 5 bytes at least: this bounds the array by the value's size (none left:
+     * every item was superseded, and the compaction filter has not dropped the entry yet) */
+    if (store_get_varint(&p, end, &k) || k > PACK_MAX || k > (uint64_t)(end - p) / 5)
+        return BR_ESTORE;
+    br_err e = items_room(ci, (size_t)k);
+    if (e)
+        return e;
+    for (size_t i = 0; i < k; i++) {
+        uint64_t dw, lg, len;
+        if (store_get_varint(&p, end, &dw) || store_get_varint(&p, end, &lg) ||
+            store_get_varint(&p, end, &len) || dw > key.wall || lg > UINT32_MAX ||
+            len > (uint64_t)(end - p))
+            return BR_ESTORE;
+        struct br_change *c = &ci->c[i];
+        memset(c, 0, sizeof *c);
+        c->seq = (struct br_hlc){key.wall - dw, (uint32_t)lg};
+        /* strictly ascending, none after the key (at it when written; the last item may have
+         * been superseded since) */
+        if ((i > 0 && br_hlc_cmp(c->seq, ci->c[i - 1].seq) <= 0) || br_hlc_cmp(c->seq, key) > 0)
+            return BR_ESTORE;
+        e = decode_change((const char *)p, (size_t)len, c);
+        if (e)
+            return e;
+        p += len;
+    }
+    if (p != end)
+        return BR_ESTORE;
+    ci->n = (size_t)k;
+    return BR_OK;
+}
+
+/* ---- the changes family's merge operator and compaction filter (store_int.h) ----
+ *
+ * They run on RocksDB's threads, for reads and compactions, on stored bytes: a value that does
+ * not decode is kept as it is (the feed and fsck report it), never failed, since a failed merge
+ * in a compaction would stop every later write. */
+
+static int drop_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, CHANGE_DROP_LEN); /* br_hlc_encode's bytes sort as the HLCs */
+}
+
+static char *copy_out(const char *v, size_t n, size_t *out_len)
+{
+    char *r = malloc(n ? n : 1);
+    if (r && n)
+        memcpy(r, v, n);
+    *out_len = n;
+    return r;
+}
+
+char *changes_drop_items(struct br_hlc key, const char *v, size_t vl, const uint8_t *drops,
+                         size_t n_drops, size_t *out_len)
+{
+    const uint8_t *p = (const uint8_t *)v, *end = p + vl;
+    uint64_t k;
+    if (vl < 2 || p[0] != CHANGE_PACKED)
+        return NULL;
+    p++;
+    if (store_get_varint(&p, end, &k) || k > PACK_MAX)
+        return NULL;
+    /* the kept items, then the head written in front of them (the count is a shorter or equal
+     * varint: at most 2 bytes for PACK_MAX) */
+    uint8_t *r = malloc(vl + 3);
+    if (!r)
+        return NULL;
+    size_t at = 3, kept = 0;
+    for (uint64_t i = 0; i < k; i++) {
+        const uint8_t *item = p;
+        uint64_t dw, lg, len;
+        if (store_get_varint(&p, end, &dw) || store_get_varint(&p, end, &lg) ||
+            store_get_varint(&p, end, &len) || dw > key.wall || lg > UINT32_MAX ||
+            len > (uint64_t)(end - p)) {
+            free(r);
+            return NULL;
+        }
+        p += len;
+        uint8_t hb[BR_HLC_BYTES];
+        br_hlc_encode((struct br_hlc){key.wall - dw, (uint32_t)lg}, hb);
+        if (n_drops && bsearch(hb, drops, n_drops, CHANGE_DROP_LEN, drop_cmp))
+            continue;
+        memcpy(r + at, item, (size_t)(p - item));
+        at += (size_t)(p - item);
+        kept++;
+    }
+    if (p != end) {
+        free(r);
+        return NULL;
+    }
+    uint8_t head[1 + 10] = {CHANGE_PACKED};
+    size_t hn = 1 + store_varint_at(head + 1, kept);
+    memcpy(r + 3 - hn, head, hn);
+    memmove(r, r + 3 - hn, at - (3 - hn));
+    *out_len = at - (3 - hn);
+    return (char *)r;
+}
+
+static char *changes_full_merge(void *state, const char *key, size_t key_len, const char *v,
+                                size_t vl, const char *const *ops, const size_t *op_lens, int n_ops,
+                                unsigned char *success, size_t *out_len)
+{
+    (void)state;
+    *success = 1;
+    if (!v) /* operands without their entry: an empty packed entry (the filter drops it) */
+        return copy_out((const char[]){(char)CHANGE_PACKED, 0}, 2, out_len);
+    size_t n = 0;
+    for (int i = 0; i < n_ops; i++)
+        n += op_lens[i] / CHANGE_DROP_LEN;
+    uint8_t *drops = malloc(n ? n * CHANGE_DROP_LEN : 1);
+    char *r = NULL;
+    if (drops && key_len == 4 + BR_HLC_BYTES) {
+        size_t at = 0;
+        for (int i = 0; i < n_ops; i++) {
+            size_t whole = op_lens[i] / CHANGE_DROP_LEN * CHANGE_DROP_LEN;
+            memcpy(drops + at, ops[i], whole);
+            at += whole;
+        }
+        qsort(drops, n, CHANGE_DROP_LEN, drop_cmp);
+        r = changes_drop_items(br_hlc_decode((const uint8_t *)key + 4), v, vl, drops, n, out_len);
+    }
+    free(drops);
+    if (!r) /* not a packed entry, or no memory: unchanged */
+        r = copy_out(v, vl, out_len);
+    if (!r)
+        *success = 0;
+    return r;
+}
+
+/* Operands on one entry combine into one: their HLCs, concatenated. */
+static char *changes_partial_merge(void *state, const char *key, size_t key_len,
+                                   const char *const *ops, const size_t *op_lens, int n_ops,
+                                   unsigned char *success, size_t *out_len)
+{
+    (void)state;
+    (void)key;
+    (void)key_len;
+    size_t n = 0;
+    for (int i = 0; i < n_ops; i++)
+        n += op_lens[i];
+    char *r = malloc(n ? n : 1);
+    *success = r != NULL;
+    for (size_t i = 0, at = 0; r && i < (size_t)n_ops; at += op_lens[i++])
+        memcpy(r + at, ops[i], op_lens[i]);
+    *out_len = n;
+    return r;
+}
+
+static void changes_delete_value(void *state, const char *v, size_t vl)
+{
+    (void)state;
+    (void)vl;
+    free((void *)v);
+}
+
+/* RocksDB's C wrappers call their destructor unconditionally: a no-op, there is no state. */
+static void no_state(void *state)
+{
+    (void)state;
+}
+
+static const char *changes_merge_name(void *state)
+{
+    (void)state;
+    return "barrel.changes.drop";
+}
+
+rocksdb_mergeoperator_t *changes_merge_operator(void)
+{
+    return rocksdb_mergeoperator_create(NULL, no_state, changes_full_merge, changes_partial_merge,
+                                        changes_delete_value, changes_merge_name);
+}
+
+/* An entry with no items left goes. */
+static unsigned char changes_filter(void *state, int level, const char *key, size_t key_len,
+                                    const char *v, size_t vl, char **new_v, size_t *new_vl,
+                                    unsigned char *changed)
+{
+    (void)state;
+    (void)level;
+    (void)key;
+    (void)key_len;
+    (void)new_v;
+    (void)new_vl;
+    *changed = 0;
+    return vl == 2 && (uint8_t)v[0] == CHANGE_PACKED && v[1] == 0;
+}
+
+static const char *changes_filter_name(void *state)
+{
+    (void)state;
+    return "barrel.changes.empty";
+}
+
+rocksdb_compactionfilter_t *changes_compaction_filter(void)
+{
+    return rocksdb_compactionfilter_create(NULL, no_state, changes_filter, changes_filter_name);
+}
+
 static bool id_wanted(const struct br_changes_opts *o, const struct br_change *c)
 {
     if (!o->doc_ids)
@@ -42,10 +278,10 @@ static bool id_wanted(const struct br_changes_opts *o, const struct br_change *c
     return false;
 }
 
-/* The record of the document a change names (on the feed's snapshot), read pinned in the block
- * cache (no copy); release *raw with rocksdb_pinnableslice_destroy after r. */
-static br_err load_rec(br_db *db, const rocksdb_readoptions_t *ro, const struct br_change *c,
-                       rocksdb_pinnableslice_t **raw, struct docrec *r)
+/* The stored record of the document a change names (on the feed's snapshot), pinned in the
+ * block cache (no copy): release *raw with rocksdb_pinnableslice_destroy. */
+static br_err pin_rec(br_db *db, const rocksdb_readoptions_t *ro, const struct br_change *c,
+                      rocksdb_pinnableslice_t **raw)
 {
     char kb[4 + BR_DOCID_MAX];
     if (c->id_len > BR_DOCID_MAX)
@@ -58,18 +294,21 @@ static br_err load_rec(br_db *db, const rocksdb_readoptions_t *ro, const struct 
     if (err)
         return store_rdb_err(err, "changes_doc");
     size_t vl = 0;
-    const char *p = v ? rocksdb_pinnableslice_value(v, &vl) : NULL;
-    if (!p) {
+    if (!v || !rocksdb_pinnableslice_value(v, &vl)) {
         rocksdb_pinnableslice_destroy(v);
         return BR_ESTORE; /* a change entry without its document */
     }
-    br_err e = docrec_decode((const uint8_t *)p, vl, r);
-    if (e) {
-        rocksdb_pinnableslice_destroy(v);
-        return e == BR_ENOMEM ? e : BR_ESTORE;
-    }
     *raw = v;
     return BR_OK;
+}
+
+/* Decode a pinned record into r, which borrows from it. */
+static br_err decode_pinned(const rocksdb_pinnableslice_t *raw, struct docrec *r)
+{
+    size_t vl = 0;
+    const char *p = rocksdb_pinnableslice_value(raw, &vl);
+    br_err e = docrec_decode((const uint8_t *)p, vl, r);
+    return e == BR_ENOMEM || !e ? e : BR_ESTORE;
 }
 
 /* style=all_docs: every leaf of the document, winner first. */
@@ -448,7 +687,10 @@ br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br_changes_cb c
     }
     struct br_hlc last = o->since;
     size_t sent = 0;
-    for (; !e && rocksdb_iter_valid(it);
+    struct change_items ci;
+    memset(&ci, 0, sizeof ci);
+    bool done = false;
+    for (; !e && !done && rocksdb_iter_valid(it);
          o->descending ? rocksdb_iter_prev(it) : rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
@@ -457,64 +699,71 @@ br_err br_db_changes(br_db *db, const struct br_changes_opts *o, br_changes_cb c
             e = BR_ESTORE;
             break;
         }
-        struct br_change c;
-        memset(&c, 0, sizeof c);
-        c.seq = br_hlc_decode((const uint8_t *)k + 4);
-        if (o->descending && !from_start && br_hlc_cmp(c.seq, o->since) <= 0)
-            break;
-        e = decode_change(v, vl, &c);
+        e = change_items_decode(br_hlc_decode((const uint8_t *)k + 4), v, vl, &ci);
         if (e) {
-            br_log(BR_LOG_ERROR, "store", "op=changes db=%s msg=\"corrupt change entry\"",
-                   db->name);
+            if (e != BR_ENOMEM)
+                br_log(BR_LOG_ERROR, "store", "op=changes db=%s msg=\"corrupt change entry\"",
+                       db->name);
             break;
         }
-        if (!o->descending || br_hlc_cmp(c.seq, last) > 0 || sent == 0)
-            last = c.seq;
-        if (!id_wanted(o, &c))
-            continue;
-        if (o->n_paths && !fast_tried && path_checks >= FAST_AFTER) {
-            fast_tried = true;
-            e = fast_build(db, snap, ipol_gen, o, &fs);
-            if (e)
-                break;
-        }
-        bool paths_known = false; /* the index says the path filter passes */
-        if (fs.on && !c.deleted) {
-            if (!fastset_has(&fs, c.id, c.id_len, XXH3_64bits(c.id, c.id_len)))
-                continue; /* no topic of the live winner matches */
-            paths_known = !fs.check;
-        }
-        struct br_rev *leaves = NULL;
-        size_t nl = 0;
-        c.leaves = &c.rev;
-        c.n_leaves = 1;
-        if (o->all_docs || o->query || (o->n_paths && !paths_known)) {
+        for (size_t j = 0; !e && !done && j < ci.n; j++) {
+            size_t at = o->descending ? ci.n - 1 - j : j;
+            struct br_change c = ci.c[at];
+            if (!from_start && br_hlc_cmp(c.seq, o->since) <= 0) {
+                done = o->descending; /* descending: everything further is older */
+                continue;             /* ascending: an item of a packed entry before since */
+            }
+            /* every item is its document's latest change: superseded ones are merged away */
             rocksdb_pinnableslice_t *raw = NULL;
+            if (!o->descending || br_hlc_cmp(c.seq, last) > 0 || sent == 0)
+                last = c.seq;
+            bool skip = !id_wanted(o, &c);
+            if (!skip && o->n_paths && !fast_tried && path_checks >= FAST_AFTER) {
+                fast_tried = true;
+                e = fast_build(db, snap, ipol_gen, o, &fs);
+            }
+            bool paths_known = false; /* the index says the path filter passes */
+            if (!e && !skip && fs.on && !c.deleted) {
+                if (!fastset_has(&fs, c.id, c.id_len, XXH3_64bits(c.id, c.id_len)))
+                    skip = true; /* no topic of the live winner matches */
+                paths_known = !fs.check;
+            }
+            struct br_rev *leaves = NULL;
+            size_t nl = 0;
+            c.leaves = &c.rev;
+            c.n_leaves = 1;
             struct docrec r;
             docrec_init(&r);
-            bool ok = true;
-            e = load_rec(db, ro, &c, &raw, &r);
-            if (!e && filtering)
-                e = cfilter_match(&cf, &r, paths_known, &ok);
-            path_checks += o->n_paths && !paths_known;
-            if (!e && ok && o->all_docs) {
-                e = leaves_of(&r, &leaves, &nl);
-                c.leaves = leaves;
-                c.n_leaves = nl;
+            if (!e && !skip && (o->all_docs || o->query || (o->n_paths && !paths_known))) {
+                bool ok = true;
+                if (!raw)
+                    e = pin_rec(db, ro, &c, &raw);
+                if (!e)
+                    e = decode_pinned(raw, &r);
+                if (!e && filtering)
+                    e = cfilter_match(&cf, &r, paths_known, &ok);
+                path_checks += o->n_paths && !paths_known;
+                if (!e && ok && o->all_docs) {
+                    e = leaves_of(&r, &leaves, &nl);
+                    c.leaves = leaves;
+                    c.n_leaves = nl;
+                }
+                skip = !ok;
             }
             docrec_fini(&r);
             rocksdb_pinnableslice_destroy(raw);
-            if (e)
-                break;
-            if (!ok)
+            if (e || skip) {
+                br_free(leaves);
                 continue;
+            }
+            int stop = cb(arg, &c);
+            br_free(leaves);
+            sent++;
+            if (stop || (o->limit && sent >= o->limit))
+                done = true;
         }
-        int stop = cb(arg, &c);
-        br_free(leaves);
-        sent++;
-        if (stop || (o->limit && sent >= o->limit))
-            break;
     }
+    change_items_fini(&ci);
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
     if (err && !e)

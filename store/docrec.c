@@ -101,25 +101,14 @@ static br_err put_bytes(br_buf *b, const void *p, size_t n)
     return e ? e : br_buf_append(b, p, n);
 }
 
-/* The varint of v (store_put_varint's encoding) at p, which has room for 10 bytes; returns its
- * length. */
-static size_t varint_at(uint8_t *p, uint64_t v)
-{
-    size_t k = 0;
-    do {
-        uint8_t c = v & 0x7f;
-        v >>= 7;
-        p[k++] = (uint8_t)(c | (v ? 0x80 : 0));
-    } while (v);
-    return k;
-}
-
 br_err docrec_encode(const struct docrec *r, br_buf *out)
 {
-    uint8_t hdr[1 + 12];
-    hdr[0] = DOCREC_VERSION;
+    uint8_t hdr[1 + 2 * BR_HLC_BYTES];
+    hdr[0] = r->packed ? DOCREC_VERSION_PACKED : DOCREC_VERSION;
     br_hlc_encode(r->seq, hdr + 1);
-    br_err e = br_buf_append(out, hdr, sizeof hdr);
+    if (r->packed)
+        br_hlc_encode(r->pack_key, hdr + 1 + BR_HLC_BYTES);
+    br_err e = br_buf_append(out, hdr, r->packed ? sizeof hdr : 1 + BR_HLC_BYTES);
     if (e)
         return e;
     /* The tree is encoded in place, then its length prefix is slid in front of it (no
@@ -155,12 +144,12 @@ br_err docrec_encode(const struct docrec *r, br_buf *out)
         if (e)
             break;
         uint8_t *p = out->data + out->len;
-        p += varint_at(p, node);
-        p += varint_at(p, l->body_len);
+        p += store_varint_at(p, node);
+        p += store_varint_at(p, l->body_len);
         if (l->body_len)
             memcpy(p, l->body, l->body_len);
         p += l->body_len;
-        p += varint_at(p, l->n_atts);
+        p += store_varint_at(p, l->n_atts);
         out->len = (size_t)(p - out->data);
         out->data[out->len] = 0;
         for (size_t j = 0; !e && j < l->n_atts; j++) {
@@ -249,10 +238,20 @@ static br_err decode_atts(const uint8_t **p, const uint8_t *end, struct leafdata
 br_err docrec_decode(const uint8_t *p, size_t n, struct docrec *r)
 {
     const uint8_t *end = p + n;
-    if (n < 13 || p[0] != DOCREC_VERSION)
+    if (n < 1 + BR_HLC_BYTES || (p[0] != DOCREC_VERSION && p[0] != DOCREC_VERSION_PACKED))
         return BR_ESTORE;
+    r->packed = p[0] == DOCREC_VERSION_PACKED;
     r->seq = br_hlc_decode(p + 1);
-    p += 13;
+    p += 1 + BR_HLC_BYTES;
+    if (r->packed) {
+        /* the entry holding the item is keyed by its greatest item: never before this one */
+        if (n < 1 + 2 * BR_HLC_BYTES)
+            return BR_ESTORE;
+        r->pack_key = br_hlc_decode(p);
+        if (br_hlc_cmp(r->pack_key, r->seq) < 0)
+            return BR_ESTORE;
+        p += BR_HLC_BYTES;
+    }
     const uint8_t *t;
     size_t tl;
     br_err e = get_span(&p, end, &t, &tl);

@@ -22,16 +22,21 @@ br_err store_rdb_err(char *err, const char *what)
     return BR_ESTORE;
 }
 
-br_err store_put_varint(br_buf *b, uint64_t v)
+size_t store_varint_at(uint8_t *p, uint64_t v)
 {
-    uint8_t tmp[10];
     size_t n = 0;
     do {
         uint8_t c = v & 0x7f;
         v >>= 7;
-        tmp[n++] = (uint8_t)(c | (v ? 0x80 : 0));
+        p[n++] = (uint8_t)(c | (v ? 0x80 : 0));
     } while (v);
-    return br_buf_append(b, tmp, n);
+    return n;
+}
+
+br_err store_put_varint(br_buf *b, uint64_t v)
+{
+    uint8_t tmp[10];
+    return br_buf_append(b, tmp, store_varint_at(tmp, v));
 }
 
 br_err store_get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
@@ -230,6 +235,12 @@ static rocksdb_options_t *cf_options(br_store *s, enum cf_id cf)
         rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.05);
         rocksdb_options_set_memtable_whole_key_filtering(o, 1);
     }
+    if (cf == CF_CHANGES) {
+        /* items of packed entries are removed by merge operands; empty entries go in
+         * compactions (store_int.h). The options own the operator, not the filter. */
+        rocksdb_options_set_merge_operator(o, changes_merge_operator());
+        rocksdb_options_set_compaction_filter(o, s->changes_filter);
+    }
     if (cf == CF_ATTS) {
         rocksdb_options_set_enable_blob_files(o, 1);
         rocksdb_options_set_min_blob_size(o, 4096);
@@ -345,6 +356,7 @@ br_err br_store_open(const struct br_store_opts *o, br_store **out, struct br_er
     rocksdb_options_set_keep_log_file_num(s->opts, 3);
     rocksdb_options_set_max_total_wal_size(s->opts, 256u << 20);
     rocksdb_options_set_allow_concurrent_memtable_write(s->opts, 0);
+    s->changes_filter = changes_compaction_filter();
     for (int i = 0; i < CF_COUNT; i++)
         s->cf_opts[i] = cf_options(s, (enum cf_id)i);
 
@@ -411,6 +423,8 @@ void br_store_close(br_store *s)
             rocksdb_options_destroy(s->cf_opts[i]);
     if (s->opts)
         rocksdb_options_destroy(s->opts);
+    if (s->changes_filter) /* after the database: its compactions use it */
+        rocksdb_compactionfilter_destroy(s->changes_filter);
     if (s->table)
         rocksdb_block_based_options_destroy(s->table);
     if (s->cache)

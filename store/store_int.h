@@ -6,9 +6,12 @@
  *            dbid "d"                  -> digest record (see struct db_state, DIGEST_LEN bytes)
  *            dbid "i"                  -> index policy: "A" (every path), or "P", varint n,
  *                                         n x (varint len, key pattern); absent: none
- *   docs     dbid docid                -> document record: version, seq HLC, revision tree, and
- *                                         the data (body + attachment stubs) of every leaf
- *   changes  dbid HLC                  -> change entry: flags, winner rev, docid
+ *   docs     dbid docid                -> document record: version, seq HLC, [packed entry's
+ *                                         HLC,] revision tree, and the data (body + attachment
+ *                                         stubs) of every leaf
+ *   changes  dbid HLC                  -> change entry: flags, winner rev, docid; or, for a
+ *                                         commit that changed K >= 2 documents, one packed
+ *                                         entry keyed by its greatest HLC (see CHANGE_PACKED)
  *   local    dbid id                   -> local doc: u64 BE counter, CBOR body
  *   atts     dbid 'b' key32            -> blob record: blob id, length, md5, refcount (leaves
  *                                         referencing it), chunk count
@@ -39,6 +42,10 @@
 enum cf_id { CF_DEFAULT, CF_META, CF_DOCS, CF_CHANGES, CF_LOCAL, CF_ATTS, CF_INDEX, CF_COUNT };
 
 #define DOCREC_VERSION 1
+/* The same record with the key HLC of a packed change entry after the seq: the document's
+ * latest change is an item of that entry (CHANGE_PACKED), which a later change of the document
+ * removes the item from. */
+#define DOCREC_VERSION_PACKED 2
 #define DIGEST_VERSION 1
 #define DIGEST_LEN (1 + 12 + 8 + 8 + 8 + 16 + 8)
 #define ATT_CHUNK (64u * 1024u)
@@ -109,6 +116,7 @@ struct br_store {
 
     pthread_mutex_t cat_mu; /* catalog and the open list */
     struct br_db *open;
+    rocksdb_compactionfilter_t *changes_filter; /* set on the changes family's options */
 
     /* Group commit: writers write without sync, then share fsyncs of the WAL. */
     pthread_mutex_t sync_mu;
@@ -146,6 +154,8 @@ bool store_docid_valid(const char *id, size_t len);
 
 /* varints (LEB128), bounded */
 br_err store_put_varint(br_buf *b, uint64_t v);
+/* The same varint at p, which has room for 10 bytes; returns its length. */
+size_t store_varint_at(uint8_t *p, uint64_t v);
 br_err store_get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
 
 static inline void store_be32(uint8_t *p, uint32_t v)
@@ -189,6 +199,8 @@ struct leafdata {
 
 struct docrec {
     struct br_hlc seq;
+    bool packed; /* the change at seq is an item of a packed entry (DOCREC_VERSION_PACKED) */
+    struct br_hlc pack_key; /* that entry's key HLC (when packed) */
     br_revtree tree;
     struct leafdata *leaves;
     size_t n_leaves;
@@ -209,6 +221,46 @@ struct leafdata *docrec_leaf(struct docrec *r, const struct br_rev *rev);
 br_err docrec_drop_leaf(struct docrec *r, const struct br_rev *rev, struct att_batch *ab);
 void att_stubs_free(struct br_att_stub *a, size_t n);
 br_err att_stubs_copy(const struct br_att_stub *a, size_t n, struct br_att_stub **out);
+
+/* ---- change entries (changes.c) ----
+ *
+ * A single entry (one document changed in its commit) is flags (0, or 1: deleted), rev length,
+ * rev text, docid, keyed by the change's HLC. A commit that changes K >= 2 documents writes
+ * packed entries instead (up to PACK_MAX items each, over consecutive HLC ranges): keyed by the
+ * greatest HLC of its items, its value is CHANGE_PACKED, varint K, then K items in HLC order,
+ * each varint (key wall - item wall), varint item logical, varint length, and a single entry's
+ * value. Commits hold the write lock while they take their HLCs, so their ranges never
+ * interleave: the first key after `since` is the entry holding the first item after it.
+ *
+ * When a document changes again, its old change goes in the same batch as the new one: a single
+ * entry is deleted; an item is removed by a merge operand (CHANGE_DROP_LEN bytes: the item's
+ * HLC) on its packed entry, whose key the record keeps (docrec.pack_key). The changes family's
+ * merge operator applies the operands (on reads, and for good in compactions), so every item a
+ * reader sees is its document's latest change, and superseded ones take no space once
+ * compacted; its compaction filter drops an entry left with no items (K = 0). */
+#define CHANGE_PACKED 0x80
+/* Items per packed entry at most: a reader decodes a whole entry at once. */
+#define PACK_MAX 1024
+
+/* The changes of one stored entry, in HLC order; items borrow from the value. */
+struct change_items {
+    struct br_change *c;
+    size_t n, cap;
+    bool packed;
+};
+void change_items_fini(struct change_items *ci);
+/* Decode the entry (key HLC `key`, value v) into ci (reused: its array grows as needed).
+ * BR_ESTORE on malformed bytes, BR_ENOMEM. */
+br_err change_items_decode(struct br_hlc key, const char *v, size_t vl, struct change_items *ci);
+#define CHANGE_DROP_LEN 12
+/* The packed entry v (key HLC key) without the items whose HLC is among the n drops (sorted
+ * br_hlc_encode bytes, CHANGE_DROP_LEN each); malloc'd. NULL when v is not a well-formed
+ * packed entry, or without memory. */
+char *changes_drop_items(struct br_hlc key, const char *v, size_t vl, const uint8_t *drops,
+                         size_t n, size_t *out_len);
+/* The changes family's merge operator and compaction filter (store_open sets them). */
+rocksdb_mergeoperator_t *changes_merge_operator(void);
+rocksdb_compactionfilter_t *changes_compaction_filter(void);
 
 /* ---- attachments (att.c): called by the write path under db->wmu ---- */
 

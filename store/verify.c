@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include "barrel/log.h"
+
 #include "store_int.h"
 
 static void problem(struct br_db_check *c, const char *db, const char *fmt, ...) BR_PRINTF(3, 4);
@@ -39,36 +40,47 @@ static void xor_leaf(uint8_t acc[16], const char *id, size_t id_len, const struc
         acc[i] ^= cn.digest[i];
 }
 
-/* Does the change entry at seq name this document and its winner? */
-static void check_change(br_db *db, const rocksdb_readoptions_t *ro, struct br_db_check *c,
-                         const char *id, size_t id_len, const struct docrec *r, uint32_t win)
+/* Does the change at the record's seq (a single entry at that key, or an item of the packed
+ * entry the record names) name this document and its winner? */
+static br_err check_change(br_db *db, const rocksdb_readoptions_t *ro, struct br_db_check *c,
+                           const char *id, size_t id_len, const struct docrec *r, uint32_t win,
+                           struct change_items *ci)
 {
     uint8_t key[4 + BR_HLC_BYTES];
     memcpy(key, db->dbid, 4);
-    br_hlc_encode(r->seq, key + 4);
+    br_hlc_encode(r->packed ? r->pack_key : r->seq, key + 4);
     char *err = NULL;
     size_t vl = 0;
-    char *v = rocksdb_get_cf(db->s->rdb, ro, db->s->cf[CF_CHANGES], (const char *)key,
-                             sizeof key, &vl, &err);
+    char *v = rocksdb_get_cf(db->s->rdb, ro, db->s->cf[CF_CHANGES], (const char *)key, sizeof key,
+                             &vl, &err);
     if (err) {
         problem(c, db->name, "cannot read change entry: %s", err);
         rocksdb_free(err);
-        return;
+        return BR_OK;
     }
-    if (!v) {
+    const struct br_change *ch = NULL;
+    br_err de = BR_OK;
+    if (v) {
+        de = change_items_decode(r->packed ? r->pack_key : r->seq, v, vl, ci);
+        for (size_t i = 0; !de && i < ci->n && !ch; i++)
+            if (br_hlc_cmp(ci->c[i].seq, r->seq) == 0 && ci->packed == r->packed)
+                ch = &ci->c[i];
+    }
+    /* ch borrows from v: judge it before v goes */
+    bool names = ch && br_rev_eq(&ch->rev, &r->tree.nodes[win].rev) &&
+                 ch->deleted == r->tree.nodes[win].deleted && ch->id_len == id_len &&
+                 memcmp(ch->id, id, id_len) == 0;
+    rocksdb_free(v);
+    if (de == BR_ENOMEM)
+        return de;
+    if (de)
+        problem(c, db->name, "change entry of %.*s does not decode", (int)id_len, id);
+    else if (!ch)
         problem(c, db->name, "document %.*s has no change entry at its seq", (int)id_len, id);
-        return;
-    }
-    const uint8_t *p = (const uint8_t *)v;
-    char want[BR_REV_TEXT_MAX];
-    size_t wl = br_rev_format(&r->tree.nodes[win].rev, want);
-    bool ok = vl >= 2 && (size_t)p[1] + 2 <= vl && p[1] == wl &&
-              memcmp(p + 2, want, wl) == 0 && p[0] == (r->tree.nodes[win].deleted ? 1 : 0) &&
-              vl - 2 - p[1] == id_len && memcmp(p + 2 + p[1], id, id_len) == 0;
-    if (!ok)
+    else if (!names)
         problem(c, db->name, "change entry of %.*s does not name the document and its winner",
                 (int)id_len, id);
-    rocksdb_free(v);
+    return BR_OK;
 }
 
 /* Every posting the live winner's body calls for must be in the index (counted, so that
@@ -128,6 +140,8 @@ br_err br_db_check(br_db *db, struct br_db_check *out)
     rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, 4);
 
     br_err e = BR_OK;
+    struct change_items ci;
+    memset(&ci, 0, sizeof ci);
     uint64_t live = 0, dead = 0, bytes = 0;
     uint8_t set_hash[16] = {0};
     struct br_hlc max_seq = BR_HLC_MIN;
@@ -167,7 +181,11 @@ br_err br_db_check(br_db *db, struct br_db_check *out)
         }
         if (br_hlc_cmp(r.seq, max_seq) > 0)
             max_seq = r.seq;
-        check_change(db, ro, out, id, id_len, &r, win);
+        e = check_change(db, ro, out, id, id_len, &r, win, &ci);
+        if (e) {
+            docrec_fini(&r);
+            break;
+        }
         size_t bl;
         bool deleted;
         const uint8_t *body = docrec_filter_body(&r, &bl, &deleted);
@@ -196,8 +214,21 @@ br_err br_db_check(br_db *db, struct br_db_check *out)
 
     /* Every change entry belongs to one document (counted; each document matched its own). */
     it = rocksdb_create_iterator_cf(s->rdb, ro, s->cf[CF_CHANGES]);
-    for (rocksdb_iter_seek_to_first(it); !e && rocksdb_iter_valid(it); rocksdb_iter_next(it))
-        out->changes++;
+    for (rocksdb_iter_seek_to_first(it); !e && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        br_err de = kl == 4 + BR_HLC_BYTES
+                        ? change_items_decode(br_hlc_decode((const uint8_t *)k + 4), v, vl, &ci)
+                        : BR_ESTORE;
+        if (de == BR_ENOMEM)
+            e = de;
+        else if (de)
+            problem(out, db->name, "a change entry does not decode");
+        else /* each item counts: an orphan or a superseded item left behind shows below */
+            out->changes += ci.n;
+    }
+    change_items_fini(&ci);
     err = NULL;
     rocksdb_iter_get_error(it, &err);
     rocksdb_iter_destroy(it);
@@ -245,8 +276,8 @@ br_err br_db_check(br_db *db, struct br_db_check *out)
                 problem(out, db->name, "digest last seq is not the newest document's seq");
             if (dc != live || dd != dead)
                 problem(out, db->name, "digest counts %llu/%llu, records %llu/%llu",
-                        (unsigned long long)dc, (unsigned long long)dd,
-                        (unsigned long long)live, (unsigned long long)dead);
+                        (unsigned long long)dc, (unsigned long long)dd, (unsigned long long)live,
+                        (unsigned long long)dead);
             if (memcmp(sh, set_hash, 16) != 0)
                 problem(out, db->name, "digest set hash differs from the records'");
             if (ext != bytes)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "barrel/buf.h"
+
 #include "store_int.h"
 
 /* att_ref is reached only through docrec_drop_leaf, which this harness does not call. */
@@ -23,8 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         goto out;
     if (docrec_decode(enc.data, enc.len, &b) != BR_OK)
         abort();
-    if (a.tree.n != b.tree.n || a.n_leaves != b.n_leaves ||
-        br_hlc_cmp(a.seq, b.seq) != 0)
+    if (a.tree.n != b.tree.n || a.n_leaves != b.n_leaves || br_hlc_cmp(a.seq, b.seq) != 0 ||
+        a.packed != b.packed || (a.packed && br_hlc_cmp(a.pack_key, b.pack_key) != 0))
         abort();
     uint32_t wa = br_revtree_winner(&a.tree), wb = br_revtree_winner(&b.tree);
     if ((wa == BR_REVTREE_NONE) != (wb == BR_REVTREE_NONE))
