@@ -792,7 +792,7 @@ br_err br_db_changes_wait(br_db *db, struct br_hlc since, uint64_t timeout_ms)
     }
     br_err e = BR_OK;
     pthread_mutex_lock(&db->wmu);
-    while (!db->deleted && br_hlc_cmp(db->digest.last, since) <= 0) {
+    while (!db->deleted && br_hlc_cmp(db->st.digest.last, since) <= 0) {
         int rc = pthread_cond_timedwait(&db->chg_cv, &db->wmu, &dl);
         if (rc == ETIMEDOUT) {
             e = BR_ETIMEDOUT;

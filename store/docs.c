@@ -716,7 +716,7 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
     br_buf val;
     br_buf_init(&val, 0);
     uint8_t rk[4 + BR_DOCID_MAX], ck[4 + BR_HLC_BYTES], cv[CHANGE_VALUE_MAX];
-    struct br_db_digest dg = db->digest;
+    struct br_db_digest dg = db->st.digest;
     struct subs_change *pub = NULL;
     size_t n_pub = 0;
     struct index_batch ib;
@@ -846,24 +846,21 @@ static br_err commit(struct wctx *w, const struct wsummary *before, uint64_t *ti
         index_batch_flush(db, w->wb, &ib);
     index_batch_fini(&ib);
     if (!e && changed) {
-        struct br_db tmp = *db;
-        tmp.digest = dg;
-        tmp.digest.doc_count = (uint64_t)((int64_t)db->digest.doc_count + doc_delta);
-        tmp.del_count = (uint64_t)((int64_t)db->del_count + del_delta);
-        tmp.update_seq = db->update_seq + changed;
-        tmp.external_size = (uint64_t)((int64_t)db->external_size + ext_delta);
+        struct db_state next = db->st;
+        next.digest = dg;
+        next.digest.doc_count = (uint64_t)((int64_t)db->st.digest.doc_count + doc_delta);
+        next.del_count = (uint64_t)((int64_t)db->st.del_count + del_delta);
+        next.update_seq = db->st.update_seq + changed;
+        next.external_size = (uint64_t)((int64_t)db->st.external_size + ext_delta);
         uint8_t rec[DIGEST_LEN], dk[5];
-        store_digest_encode(&tmp, rec);
+        store_digest_encode(&next, rec);
         memcpy(dk, db->dbid, 4);
         dk[4] = 'd';
         rocksdb_writebatch_put_cf(w->wb, s->cf[CF_META], (const char *)dk, 5, (const char *)rec,
                                   DIGEST_LEN);
         e = store_write(s, w->wb, ticket);
         if (!e) {
-            db->digest = tmp.digest;
-            db->del_count = tmp.del_count;
-            db->update_seq = tmp.update_seq;
-            db->external_size = tmp.external_size;
+            db->st = next;
             *last = dg.last;
             if (pub)
                 subs_publish(db, pub, n_pub);

@@ -177,39 +177,39 @@ bool br_db_name_valid(const char *name, size_t len, bool system)
 
 /* ---- digest record ---- */
 
-void store_digest_encode(const struct br_db *db, uint8_t out[DIGEST_LEN])
+void store_digest_encode(const struct db_state *st, uint8_t out[DIGEST_LEN])
 {
     uint8_t *p = out;
     *p++ = DIGEST_VERSION;
-    br_hlc_encode(db->digest.last, p);
+    br_hlc_encode(st->digest.last, p);
     p += 12;
-    store_be64(p, db->digest.doc_count);
+    store_be64(p, st->digest.doc_count);
     p += 8;
-    store_be64(p, db->del_count);
+    store_be64(p, st->del_count);
     p += 8;
-    store_be64(p, db->update_seq);
+    store_be64(p, st->update_seq);
     p += 8;
-    memcpy(p, db->digest.set_hash, 16);
+    memcpy(p, st->digest.set_hash, 16);
     p += 16;
-    store_be64(p, db->external_size);
+    store_be64(p, st->external_size);
 }
 
-static br_err digest_decode(struct br_db *db, const uint8_t *p, size_t n)
+static br_err digest_decode(struct db_state *st, const uint8_t *p, size_t n)
 {
     if (n != DIGEST_LEN || p[0] != DIGEST_VERSION)
         return BR_ESTORE;
     p++;
-    db->digest.last = br_hlc_decode(p);
+    st->digest.last = br_hlc_decode(p);
     p += 12;
-    db->digest.doc_count = store_rd64(p);
+    st->digest.doc_count = store_rd64(p);
     p += 8;
-    db->del_count = store_rd64(p);
+    st->del_count = store_rd64(p);
     p += 8;
-    db->update_seq = store_rd64(p);
+    st->update_seq = store_rd64(p);
     p += 8;
-    memcpy(db->digest.set_hash, p, 16);
+    memcpy(st->digest.set_hash, p, 16);
     p += 16;
-    db->external_size = store_rd64(p);
+    st->external_size = store_rd64(p);
     return BR_OK;
 }
 
@@ -549,10 +549,10 @@ br_err br_store_db_create(br_store *s, const char *name, struct br_errbuf *eb)
     store_be32(dbid, next);
     uint8_t nextb[4];
     store_be32(nextb, next + 1);
-    struct br_db tmp;
-    memset(&tmp, 0, sizeof tmp);
+    struct db_state empty;
+    memset(&empty, 0, sizeof empty);
     uint8_t dig[DIGEST_LEN];
-    store_digest_encode(&tmp, dig);
+    store_digest_encode(&empty, dig);
     uint8_t dkey[5];
     memcpy(dkey, dbid, 4);
     dkey[4] = 'd';
@@ -719,7 +719,7 @@ br_err br_store_db_open(br_store *s, const char *name, br_db **out)
         e = BR_ENOMEM;
         goto out;
     }
-    e = v ? digest_decode(db, (const uint8_t *)v, vl) : BR_ESTORE;
+    e = v ? digest_decode(&db->st, (const uint8_t *)v, vl) : BR_ESTORE;
     rocksdb_free(v);
     if (e) {
         br_log(BR_LOG_ERROR, "store", "op=db_open db=%s msg=\"corrupt digest record\"", name);
@@ -802,7 +802,7 @@ br_err br_db_digest(br_db *db, struct br_db_digest *out)
     pthread_mutex_lock(&db->wmu);
     br_err e = db->deleted ? BR_ENOTFOUND : BR_OK;
     if (!e)
-        *out = db->digest;
+        *out = db->st.digest;
     pthread_mutex_unlock(&db->wmu);
     return e;
 }
@@ -814,12 +814,12 @@ br_err br_db_info(br_db *db, struct br_db_info *out)
     pthread_mutex_lock(&db->wmu);
     br_err e = db->deleted ? BR_ENOTFOUND : BR_OK;
     if (!e) {
-        info.digest = db->digest;
-        info.doc_count = db->digest.doc_count;
-        info.doc_del_count = db->del_count;
-        info.update_seq = db->update_seq;
+        info.digest = db->st.digest;
+        info.doc_count = db->st.digest.doc_count;
+        info.doc_del_count = db->st.del_count;
+        info.update_seq = db->st.update_seq;
         info.revs_limit = db->revs_limit;
-        info.size_external = db->external_size;
+        info.size_external = db->st.external_size;
     }
     pthread_mutex_unlock(&db->wmu);
     if (e)

@@ -3,7 +3,7 @@
  * One RocksDB instance per node, with column families:
  *   meta     "N"                       -> next database id (u32 BE)
  *            "c" name                  -> catalog record: dbid u32 BE, revs_limit u32 BE
- *            dbid "d"                  -> digest record (see struct db_state, DIGEST_LEN bytes)
+ *            dbid "d"                  -> digest record (struct db_state, DIGEST_LEN bytes)
  *            dbid "i"                  -> index policy: "A" (every path), or "P", varint n,
  *                                         n x (varint len, key pattern); absent: none
  *   docs     dbid docid                -> document record: version, seq HLC, [packed entry's
@@ -50,6 +50,14 @@ enum cf_id { CF_DEFAULT, CF_META, CF_DOCS, CF_CHANGES, CF_LOCAL, CF_ATTS, CF_IND
 #define DIGEST_LEN (1 + 12 + 8 + 8 + 8 + 16 + 8)
 #define ATT_CHUNK (64u * 1024u)
 
+/* A database's counters and digest: its digest record (DIGEST_LEN bytes). */
+struct db_state {
+    struct br_db_digest digest;
+    uint64_t del_count;
+    uint64_t update_seq;
+    uint64_t external_size;
+};
+
 struct watcher {
     uint64_t id;
     br_db_watch_fn fn;
@@ -70,11 +78,7 @@ struct br_db {
      * batch the growth copies and fresh-page faults of a new one (bench/store_bench.c). */
     _Atomic(rocksdb_writebatch_t *) wb_spare;
     pthread_cond_t chg_cv;
-    /* Counters and digest, as committed (under wmu). */
-    struct br_db_digest digest;
-    uint64_t del_count;
-    uint64_t update_seq;
-    uint64_t external_size;
+    struct db_state st; /* as committed (under wmu) */
 
     /* Index policy (index.c): which paths get postings. Changed under wmu and ipol_rw
      * write-held; find holds it read while it plans and takes its snapshot. */
@@ -146,7 +150,7 @@ br_err store_key(br_buf *k, const uint8_t dbid[4], const void *a, size_t alen);
 /* The key that follows every key beginning with prefix (prefix + 1 as a big number). */
 br_err store_prefix_end(const uint8_t *prefix, size_t n, br_buf *out);
 /* Digest record encoding. */
-void store_digest_encode(const struct br_db *db, uint8_t out[DIGEST_LEN]);
+void store_digest_encode(const struct db_state *st, uint8_t out[DIGEST_LEN]);
 /* Wake changes waiters and watchers after a commit that advanced db->digest.last. */
 void store_notify(struct br_db *db, struct br_hlc seq);
 /* Is the document id acceptable (1..1024 bytes of UTF-8, no NUL, "_" only for _design/)? */

@@ -1277,9 +1277,9 @@ Test(docs, check_reports_an_orphaned_change_entry_and_a_stale_digest)
     memcpy(dk, db->dbid, 4);
     dk[4] = 'd';
     uint8_t rec[DIGEST_LEN];
-    struct br_db tmp = *db;
-    tmp.digest.doc_count = 7;
-    store_digest_encode(&tmp, rec);
+    struct db_state wrong = db->st;
+    wrong.digest.doc_count = 7;
+    store_digest_encode(&wrong, rec);
     rocksdb_put_cf(st->rdb, wo, st->cf[CF_META], (const char *)dk, 5, (const char *)rec, DIGEST_LEN,
                    &err);
     cr_assert_null(err);

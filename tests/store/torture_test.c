@@ -395,7 +395,7 @@ static long torture_read(const char *name, op_fn op, void *arg)
 static void finish(void)
 {
     uint8_t mem[DIGEST_LEN], dk[5];
-    store_digest_encode(db, mem);
+    store_digest_encode(&db->st, mem);
     memcpy(dk, db->dbid, 4);
     dk[4] = 'd';
     char *v = NULL;
