@@ -196,7 +196,8 @@ static char *changes_full_merge(void *state, const char *key, size_t key_len, co
     return r;
 }
 
-/* Operands on one entry combine into one: their HLCs, concatenated. */
+/* Operands on one entry combine into one: their whole HLCs, concatenated (a ragged tail, which
+ * barrel never writes, would shift every HLC after it). */
 static char *changes_partial_merge(void *state, const char *key, size_t key_len,
                                    const char *const *ops, const size_t *op_lens, int n_ops,
                                    unsigned char *success, size_t *out_len)
@@ -206,11 +207,14 @@ static char *changes_partial_merge(void *state, const char *key, size_t key_len,
     (void)key_len;
     size_t n = 0;
     for (int i = 0; i < n_ops; i++)
-        n += op_lens[i];
+        n += op_lens[i] / CHANGE_DROP_LEN * CHANGE_DROP_LEN;
     char *r = malloc(n ? n : 1);
     *success = r != NULL;
-    for (size_t i = 0, at = 0; r && i < (size_t)n_ops; at += op_lens[i++])
-        memcpy(r + at, ops[i], op_lens[i]);
+    for (size_t i = 0, at = 0; r && i < (size_t)n_ops; i++) {
+        size_t whole = op_lens[i] / CHANGE_DROP_LEN * CHANGE_DROP_LEN;
+        memcpy(r + at, ops[i], whole);
+        at += whole;
+    }
     *out_len = n;
     return r;
 }

@@ -820,6 +820,46 @@ Test(packed, the_merge_operator_keeps_malformed_values_and_never_fails)
     same_feeds_everywhere();
 }
 
+/* A ragged operand (never written by barrel) stacked with a real one: combining them must not
+ * shift the real HLC, or the superseded item would stay in the feed. */
+Test(packed, a_ragged_operand_does_not_hide_a_real_one)
+{
+    n_revs = 0;
+    struct edit ed[3];
+    edit(&ed[0], "r0", "{}");
+    edit(&ed[1], "r1", "{}");
+    edit(&ed[2], "r2", "{}");
+    step(ed, 3);
+    compact_changes(); /* the entry in a file: the operands below meet it in a compaction */
+    struct docrec r;
+    char *raw;
+    record_of("r1", &r, &raw);
+    uint8_t key[4 + BR_HLC_BYTES];
+    changes_key(key, r.pack_key);
+    docrec_fini(&r);
+    rocksdb_free(raw);
+    rocksdb_writeoptions_t *wo = raw_wo();
+    char *err = NULL;
+    rocksdb_merge_cf(st->rdb, wo, st->cf[CF_CHANGES], (const char *)key, sizeof key, "abcde", 5,
+                     &err);
+    cr_assert_null(err);
+    rocksdb_writeoptions_destroy(wo);
+    edit(&ed[0], "r1", "{\"v\":2}");
+    step(ed, 1);
+    compact_changes(); /* the flush combines the two operands, the compaction applies them */
+    size_t vl;
+    char *v = changes_get(key, &vl);
+    cr_assert_not_null(v);
+    struct change_items ci;
+    memset(&ci, 0, sizeof ci);
+    cr_assert_eq(change_items_decode(br_hlc_decode(key + 4), v, vl, &ci), BR_OK);
+    cr_expect_eq(ci.n, 2, "r1's old item went: %zu items", ci.n);
+    rocksdb_free(v);
+    change_items_fini(&ci);
+    check_db(pk);
+    same_feeds_everywhere();
+}
+
 Test(packed, a_packed_record_header_is_checked)
 {
     /* version 2: seq, then the entry's key, never before the seq */
