@@ -640,6 +640,15 @@ static void compact_changes(void)
     rocksdb_compact_range_cf(st->rdb, st->cf[CF_CHANGES], NULL, 0, NULL, 0);
 }
 
+/* The compaction that merges an entry's last item away writes the empty entry; the filter sees
+ * it in a later one (RocksDB does not filter a merge's result). How many of those one
+ * CompactRange runs depends on where the files lie, so two. */
+static void drop_emptied(void)
+{
+    compact_changes();
+    compact_changes();
+}
+
 Test(packed, superseded_items_are_merged_away_and_compactions_drop_emptied_entries)
 {
     n_revs = 0;
@@ -711,7 +720,7 @@ Test(packed, superseded_items_are_merged_away_and_compactions_drop_emptied_entri
     check_db(pk);
     same_feeds_everywhere();
     size_t before = count_entries(NULL);
-    compact_changes();
+    drop_emptied();
     cr_assert_null(changes_get(key, &vl), "the emptied entry is gone");
     cr_assert_eq(count_entries(NULL), before - 1);
     check_db(pk);
@@ -734,7 +743,7 @@ Test(packed, repeated_bulk_rewrites_leave_no_superseded_items_behind)
         }
         step(ed, 40);
     }
-    compact_changes();
+    drop_emptied();
     size_t bytes;
     cr_expect_eq(count_entries(&bytes), 1, "only the last round's entry holds items");
     cr_expect_lt(bytes, 40 * 64, "40 items of at most 64 bytes: %zu bytes", bytes);
@@ -798,7 +807,7 @@ Test(packed, the_merge_operator_keeps_malformed_values_and_never_fails)
          * one (RocksDB's periodic compactions reach every file within 30 days). */
         compact_changes();
     }
-    compact_changes();
+    drop_emptied();
     size_t vl;
     cr_expect_null(changes_get(lone, &vl), "the empty entry was dropped");
     /* the feed reports the corrupt entry; the database still takes writes */
