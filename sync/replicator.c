@@ -806,11 +806,19 @@ static br_err commit(br_rep *r, struct br_errbuf *eb)
     return e;
 }
 
-/* A continuous run caught up: wait for the source's next change (BR_OK also after the idle
- * timeout). *closed: the source was interrupted, the run ends without an error. */
-static br_err wait_source(br_rep *r, struct br_hlc since, const char *since_text, bool *closed,
-                          struct br_errbuf *eb)
+/* A continuous run caught up: what it wrote since its last commit (*written) becomes durable
+ * (*written is cleared once it is), then it waits for the source's next change (BR_OK also
+ * after the idle timeout). *closed: the source was interrupted, the run ends without an
+ * error. */
+static br_err wait_source(br_rep *r, bool *written, struct br_hlc since, const char *since_text,
+                          bool *closed, struct br_errbuf *eb)
 {
+    if (*written) {
+        br_err ce = commit(r, eb);
+        if (ce)
+            return ce;
+        *written = false;
+    }
     pthread_mutex_lock(&r->src_mu);
     br_err e = r->opaque ? r->src->ops->wait_opaque(r->src->ctx, since_text, r->idle_ms)
                          : r->src->ops->wait(r->src->ctx, since, r->idle_ms);
@@ -857,18 +865,13 @@ static void *reader_main(void *arg)
              * once everything read is written (so the wait is the source's only call) */
             if (!r->continuous || !pipe_drain(p))
                 break;
-            /* caught up: what the writer wrote becomes durable before the wait */
             pthread_mutex_lock(&p->mu);
             uint64_t written = p->written;
             pthread_mutex_unlock(&p->mu);
-            if (written != committed) {
-                e = commit(r, eb);
-                if (e)
-                    break;
+            bool closed = false, pending = written != committed;
+            e = wait_source(r, &pending, since, since_text, &closed, eb);
+            if (!pending)
                 committed = written;
-            }
-            bool closed = false;
-            e = wait_source(r, since, since_text, &closed, eb);
             if (e || closed)
                 break;
             continue;
@@ -926,14 +929,8 @@ static br_err run_serial(br_rep *r, struct pipe *p, struct br_errbuf *eb)
         if (!b) {
             if (!r->continuous)
                 break;
-            if (dirty) { /* caught up: what was written becomes durable before the wait */
-                e = commit(r, eb);
-                if (e)
-                    break;
-                dirty = false;
-            }
             bool closed = false;
-            e = wait_source(r, since, since_text, &closed, eb);
+            e = wait_source(r, &dirty, since, since_text, &closed, eb);
             if (e || closed)
                 break;
             continue;
