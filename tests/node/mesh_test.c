@@ -10,29 +10,6 @@
 
 TestSuite(mesh, .init = p2p_setup, .fini = p2p_teardown, .timeout = 300);
 
-static char key[600];
-
-static void mesh_start(struct node *n, const char *const *extra)
-{
-    const char *argv[24];
-    int k = 0;
-    argv[k++] = "--mesh-key";
-    argv[k++] = key;
-    argv[k++] = "--no-mdns";
-    argv[k++] = "--gossip-interval";
-    argv[k++] = "200";
-    for (size_t i = 0; extra && extra[i]; i++)
-        argv[k++] = extra[i];
-    argv[k] = NULL;
-    node_start(n, argv);
-}
-
-static void make_key(void)
-{
-    snprintf(key, sizeof key, "%s/mesh.key", root);
-    mesh_key(key);
-}
-
 /* The state n holds for member m ("alive", "suspect", "dead"), or "" if unknown. */
 static void member_state(const struct node *n, const struct node *m, char *out, size_t cap)
 {
@@ -101,7 +78,7 @@ static bool wait_same_digest(const struct node *a, const struct node *b, const c
 
 Test(mesh, a_node_that_reaches_one_member_learns_the_rest_and_converges)
 {
-    make_key();
+    make_mesh_key();
     mesh_start(&N[0], NULL);
     for (int i = 1; i < 4; i++) {
         const char *e[] = {"--peer", url_of(0), NULL};
@@ -141,7 +118,7 @@ Test(mesh, a_node_that_reaches_one_member_learns_the_rest_and_converges)
  * simulator: without it, newcomers that knew only a full seed never joined). */
 Test(mesh, a_full_seed_refuses_a_newcomer_but_hands_it_the_members)
 {
-    make_key();
+    make_mesh_key();
     const char *seed[] = {"--max-links", "1", NULL};
     mesh_start(&N[0], seed); /* accepts two links */
     for (int i = 1; i < 3; i++) {
@@ -166,7 +143,7 @@ Test(mesh, a_full_seed_refuses_a_newcomer_but_hands_it_the_members)
 
 Test(mesh, a_killed_member_is_suspected_then_dead_then_alive_again)
 {
-    make_key();
+    make_mesh_key();
     const char *timing[] = {"--probe-ms", "500", "--dead-ms", "1500", NULL};
     mesh_start(&N[0], timing);
     for (int i = 1; i < 3; i++) {
@@ -196,7 +173,7 @@ Test(mesh, a_killed_member_is_suspected_then_dead_then_alive_again)
 
 Test(mesh, halves_that_wrote_the_same_docs_converge_to_the_same_winners)
 {
-    make_key();
+    make_mesh_key();
     /* two halves, each a small mesh: {A, B, C} and {D, E, F}, writing the same ids */
     mesh_start(&N[0], NULL);
     mesh_start(&N[3], NULL);
@@ -246,7 +223,7 @@ Test(mesh, halves_that_wrote_the_same_docs_converge_to_the_same_winners)
 
 Test(mesh, peers_and_metrics_show_the_mesh)
 {
-    make_key();
+    make_mesh_key();
     mesh_start(&N[0], NULL);
     const char *e[] = {"--peer", url_of(0), NULL};
     mesh_start(&N[1], e);
@@ -301,7 +278,7 @@ Test(mesh, peers_and_metrics_show_the_mesh)
 
 Test(mesh, a_filtered_mesh_database_pulls_only_matching_docs)
 {
-    make_key();
+    make_mesh_key();
     mesh_start(&N[0], NULL);
     /* B takes only "sensors", and of it only site-7's documents; "other" stays away */
     const char *e[] = {"--peer", url_of(0), "--mesh-db", "sensors=site/site-7", NULL};

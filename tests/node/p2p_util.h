@@ -1,7 +1,8 @@
 /* p2p_util.h — what the tests of links between real `barrel serve` processes share: up to
  * three nodes (N[0..2]) with data dirs under one temporary root, started with extra flags and
  * logging to files (node_start, node_stop, node_kill), their logs searched (log_has, wait_log),
- * HTTP on a chosen node (nget, nput, ndb, wait_doc, state_of), config files, mesh keys, and a
+ * HTTP on a chosen node (nget, nput, ndb, wait_doc, state_of), config files, mesh keys and nodes
+ * started on one (make_mesh_key, mesh_start), and a
  * raw WebSocket client for /_p2p (ws_upgrade, ws_raw, closed_within). Static definitions, like
  * serve_util.h: each *_test.c is its own binary and includes this once. */
 #ifndef BARREL_TESTS_P2P_UTIL_H
@@ -219,6 +220,31 @@ static void mesh_key(const char *path)
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s/barrel mesh-key new %s >/dev/null 2>&1", BARREL_BINARY_DIR, path);
     cr_assert_eq(system(cmd), 0);
+}
+
+/* The mesh key of a test's nodes (make_mesh_key writes a new one under root), and a node
+ * started on it: no mDNS, gossip every 200 ms, then the extra flags (NULL-terminated). */
+static char mesh_key_path[600];
+
+static void make_mesh_key(void)
+{
+    snprintf(mesh_key_path, sizeof mesh_key_path, "%s/mesh.key", root);
+    mesh_key(mesh_key_path);
+}
+
+static void mesh_start(struct node *n, const char *const *extra)
+{
+    const char *argv[24];
+    int k = 0;
+    argv[k++] = "--mesh-key";
+    argv[k++] = mesh_key_path;
+    argv[k++] = "--no-mdns";
+    argv[k++] = "--gossip-interval";
+    argv[k++] = "200";
+    for (size_t i = 0; extra && extra[i]; i++)
+        argv[k++] = extra[i];
+    argv[k] = NULL;
+    node_start(n, argv);
 }
 
 /* A raw WebSocket client: upgrade to /_p2p, send one frame of the given opcode. */

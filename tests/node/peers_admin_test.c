@@ -9,23 +9,6 @@
 
 TestSuite(peers_admin, .init = p2p_setup, .fini = p2p_teardown, .timeout = 120);
 
-static char key[600];
-
-static void start(struct node *n, const char *const *extra)
-{
-    const char *argv[24];
-    int k = 0;
-    argv[k++] = "--mesh-key";
-    argv[k++] = key;
-    argv[k++] = "--no-mdns";
-    argv[k++] = "--gossip-interval";
-    argv[k++] = "200";
-    for (size_t i = 0; extra && extra[i]; i++)
-        argv[k++] = extra[i];
-    argv[k] = NULL;
-    node_start(n, argv);
-}
-
 /* The link state n shows for member m ("up", "opening", "none"; "" if m is not a member). */
 static void link_of(const struct node *n, const struct node *m, char *out, size_t cap)
 {
@@ -61,11 +44,10 @@ static int call(const struct node *n, struct resp *r, const char *method, const 
 
 static void two_linked(void)
 {
-    snprintf(key, sizeof key, "%s/mesh.key", root);
-    mesh_key(key);
-    start(&N[0], NULL);
+    make_mesh_key();
+    mesh_start(&N[0], NULL);
     const char *e[] = {"--peer", url_of(0), NULL};
-    start(&N[1], e);
+    mesh_start(&N[1], e);
     cr_assert(wait_link(&N[0], &N[1], "up", 10000), "A and B never linked");
 }
 
@@ -154,14 +136,13 @@ Test(peers_admin, a_node_serving_with_no_dial_links_to_no_member_it_learns)
 {
     /* a chain A <- B <- C (each dials the previous with --peer): C learns A through B's
      * gossip but does not dial it, so A and C stay unlinked, and a write still goes A->C */
-    snprintf(key, sizeof key, "%s/mesh.key", root);
-    mesh_key(key);
+    make_mesh_key();
     const char *nd[] = {"--no-dial", NULL};
-    start(&N[0], nd);
+    mesh_start(&N[0], nd);
     const char *b[] = {"--no-dial", "--peer", url_of(0), NULL};
-    start(&N[1], b);
+    mesh_start(&N[1], b);
     const char *c[] = {"--no-dial", "--peer", url_of(1), NULL};
-    start(&N[2], c);
+    mesh_start(&N[2], c);
     cr_assert(wait_link(&N[2], &N[0], "none", 10000), "C never learned of A");
     ndb(&N[0], "d");
     char rev[128];

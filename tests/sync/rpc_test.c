@@ -24,59 +24,16 @@
 #include "testutil.h"
 
 #define N_NODES 2
-static char *dirs[N_NODES];
-static br_store *st[N_NODES];
-static br_db *db[N_NODES];
+#include "stores_util.h"
+
 static const char *NODE[N_NODES] = {"nodeA", "nodeB"};
 enum { A = 0, B = 1 };
 
-static const struct br_write_opts NOSYNC = {BR_SYNC_NONE, true};
 static const struct br_write_opts REPLICATED = {BR_SYNC_NONE, false};
 
-static void setup(void)
-{
-    br_log_set_level(BR_LOG_ERROR);
-    for (int i = 0; i < N_NODES; i++) {
-        struct br_errbuf eb = {{0}};
-        dirs[i] = tu_tmpdir("rpc");
-        struct br_store_opts o = {.path = dirs[i]};
-        cr_assert_eq(br_store_open(&o, &st[i], &eb), BR_OK, "%s", eb.msg);
-        cr_assert_eq(br_store_db_create(st[i], "db", NULL), BR_OK);
-        cr_assert_eq(br_store_db_open(st[i], "db", &db[i]), BR_OK);
-    }
-}
-
-static void teardown(void)
-{
-    for (int i = 0; i < N_NODES; i++) {
-        br_db_close(db[i]);
-        br_store_close(st[i]);
-        tu_rmtree(dirs[i]);
-        free(dirs[i]);
-    }
-}
-
-TestSuite(rpc, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(rpc, .init = stores_setup, .fini = stores_teardown, .timeout = 120);
 
 /* ---- documents ---- */
-
-static struct br_rev put_json_opts(int node, const char *id, const char *json,
-                                   const struct br_write_opts *wo)
-{
-    struct br_json_doc d;
-    struct br_errbuf eb = {{0}};
-    cr_assert_eq(br_json_doc_parse_text(json, strlen(json), 0, id, &d, &eb), BR_OK, "%s", eb.msg);
-    struct br_put_result res;
-    br_err e = br_db_put(db[node], &d.put, wo, &res);
-    br_json_doc_fini(&d);
-    cr_assert_eq(e, BR_OK, "put %s on %d: %s %s", id, node, br_strerror(e), res.reason);
-    return res.rev;
-}
-
-static struct br_rev put_json(int node, const char *id, const char *json)
-{
-    return put_json_opts(node, id, json, &NOSYNC);
-}
 
 static struct br_doc *get_doc(int node, const char *id)
 {
@@ -84,26 +41,6 @@ static struct br_doc *get_doc(int node, const char *id)
     struct br_get_opts go = {.include_deleted = true, .conflicts = true};
     cr_assert_eq(br_db_get(db[node], id, strlen(id), &go, &d, NULL), BR_OK, "%s on %d", id, node);
     return d;
-}
-
-static bool visible(int node, const char *id)
-{
-    struct br_doc *d = NULL;
-    br_err e = br_db_get(db[node], id, strlen(id), NULL, &d, NULL);
-    br_doc_free(d);
-    cr_assert(e == BR_OK || e == BR_ENOTFOUND);
-    return e == BR_OK;
-}
-
-static struct br_rev delete_doc(int node, const char *id)
-{
-    struct br_doc *d = get_doc(node, id);
-    struct br_rev cur = d->rev;
-    br_doc_free(d);
-    struct br_put p = {.id = id, .id_len = strlen(id), .rev = &cur, .deleted = true};
-    struct br_put_result res;
-    cr_assert_eq(br_db_put(db[node], &p, &NOSYNC, &res), BR_OK, "%s", res.reason);
-    return res.rev;
 }
 
 static void same_digest(int x, int y)
